@@ -1,0 +1,42 @@
+"""solvers_bridge: SciPy's ODE solvers with the paper's adjoint, on NumPy callbacks.
+
+Framework-free (NumPy and SciPy only): the TensorFlow frontend (:mod:`tfode`) and
+the autograd frontend (:mod:`solvers_bridge.autograd_ode`) both sit on it.
+
+Public surface:
+    solve: integrate at requested times with a registered method.
+    adjoint: integrate the augmented adjoint ODE backward (Algorithm 1 / App. C, D).
+    METHODS, get_method: the method registry.
+    SolveInfo, AdjointResult: diagnostics and gradients.
+    SolverError, NestedSolveError: failures.
+"""
+
+from solvers_bridge._adjoint import AdjointResult, adjoint, default_adjoint_method
+from solvers_bridge._errors import NestedSolveError, SolverError
+from solvers_bridge._info import SolveInfo
+from solvers_bridge._methods import (
+    DEFAULT_MAX_FD_JACOBIAN_SIZE,
+    DEFAULT_MAX_STEPS,
+    METHODS,
+    Method,
+    get_method,
+)
+from solvers_bridge._solve import DEFAULT_ATOL, DEFAULT_RTOL, check_times, solve
+
+__all__ = [
+    "AdjointResult",
+    "DEFAULT_ATOL",
+    "DEFAULT_MAX_FD_JACOBIAN_SIZE",
+    "DEFAULT_MAX_STEPS",
+    "DEFAULT_RTOL",
+    "METHODS",
+    "Method",
+    "NestedSolveError",
+    "SolveInfo",
+    "SolverError",
+    "adjoint",
+    "check_times",
+    "default_adjoint_method",
+    "get_method",
+    "solve",
+]

@@ -1,0 +1,20 @@
+"""tfode: neural ordinary differential equations in TensorFlow over SciPy's solvers.
+
+A reproduction of "Neural Ordinary Differential Equations" (Chen et al., 2018) as
+it was built: TensorFlow evaluates the dynamics and their vector-Jacobian
+products, SciPy's ODEPACK/VODE solvers drive the integration, and the gradient
+integrates the augmented adjoint ODE backward through the same solvers.
+
+Public surface:
+    odeint: the differentiable solve.
+    methods: the method names it accepts.
+    SolveStats: forward/backward evaluation counts as variables.
+    SolverError, NestedSolveError, SolveInfo: from :mod:`solvers_bridge`.
+"""
+
+from solvers_bridge import NestedSolveError, SolveInfo, SolverError
+from tfode._odeint import methods, odeint
+from tfode._stats import SolveStats
+
+__all__ = ["NestedSolveError", "SolveInfo", "SolveStats", "SolverError", "methods", "odeint"]
+__version__ = "0.1.0"

@@ -1,0 +1,56 @@
+"""Solver statistics as TensorFlow variables, readable by Keras metrics."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+#: Layout of the int64 statistics vector a solve produces.
+STAT_FIELDS = ("nfev", "njev", "nsteps", "nswitches", "status")
+
+
+def info_vector(info) -> list[int]:
+    """A :class:`solvers_bridge.SolveInfo` as the int64 vector of :data:`STAT_FIELDS`."""
+    return [info.nfev, info.njev, info.nsteps, info.nswitches, info.status]
+
+
+class SolveStats(tf.Module):
+    """Statistics of the latest ``tfode.odeint`` call that was given this object.
+
+    Pass one as ``odeint(..., stats=stats)``. After the forward pass its ``*_forward``
+    variables hold the forward solve's numbers; after the gradient is computed its
+    ``*_backward`` variables hold the adjoint pass's (evaluations include those made
+    for the time gradients). The variables work eagerly, inside ``tf.function`` and
+    inside ``model.fit``, so a Keras metric can read them. ``forward_info`` and
+    ``backward_info`` hold the full :class:`solvers_bridge.SolveInfo` records (with
+    messages) of the latest passes run from Python.
+
+    Attributes:
+        nfe_forward, njev_forward, steps_forward, switches_forward, status_forward:
+            int64 variables for the forward pass.
+        nfe_backward, njev_backward, steps_backward, switches_backward,
+            status_backward: int64 variables for the backward pass.
+    """
+
+    def __init__(self, name: str | None = None):
+        super().__init__(name=name)
+        with tf.init_scope(), tf.device("/cpu:0"):
+            for part in ("forward", "backward"):
+                for field, attr in zip(STAT_FIELDS, ("nfe", "njev", "steps", "switches", "status")):
+                    setattr(self, f"{attr}_{part}",
+                            tf.Variable(0, dtype=tf.int64, trainable=False,
+                                        name=f"{attr}_{part}"))
+        self.forward_info = None
+        self.backward_info = None
+
+    def _variables_for(self, part: str) -> list[tf.Variable]:
+        return [getattr(self, f"{a}_{part}") for a in ("nfe", "njev", "steps", "switches", "status")]
+
+    def record(self, part: str, vector) -> list:
+        """Assigns a statistics vector (see :data:`STAT_FIELDS`) to the ``part`` variables."""
+        vector = tf.cast(vector, tf.int64)
+        return [v.assign(vector[i]) for i, v in enumerate(self._variables_for(part))]
+
+    def as_dict(self) -> dict[str, int]:
+        """The current values, e.g. ``{"nfe_forward": 26, "nfe_backward": 14, ...}``."""
+        return {v.name.split(":")[0].split("/")[-1]: int(v.numpy())
+                for part in ("forward", "backward") for v in self._variables_for(part)}
