@@ -18,7 +18,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import warnings
-from typing import Callable, ClassVar
+from collections.abc import Callable
+from typing import ClassVar
 
 import numpy as np
 from scipy import integrate as _si
@@ -42,7 +43,7 @@ _active = threading.local()
 
 
 @contextlib.contextmanager
-def _reentrancy_guard(method: "Method"):
+def _reentrancy_guard(method: Method):
     """Refuses a solve nested inside a callback of a solve of the same integrator."""
     active = getattr(_active, "integrators", None)
     if active is None:
@@ -211,15 +212,19 @@ class Method:
     #: Whether the error norm is a root mean square (VODE, DOPRI) rather than a
     #: maximum (LSODA); the adjoint's seminorm compensates for the RMS dilution.
     rms_norm: ClassVar[bool] = True
+    #: Whether rtol and atol may be given per component (SciPy 1.17's DOPRI codes
+    #: take scalars only).
+    vector_tolerances: ClassVar[bool] = True
 
     def __init__(self, rtol, atol, jac: Callable | None = None, *,
                  max_fd_jacobian_size: int = DEFAULT_MAX_FD_JACOBIAN_SIZE, **options):
         allowed = _COMMON_OPTIONS | self.options
         unknown = sorted(set(options) - allowed)
+        jac_name = {"jac"} if self.jacobian else set()
         if unknown:
             raise TypeError(
                 f"Unknown option(s) {unknown} for method '{self.name}'. Its options are "
-                f"{sorted(allowed | {'rtol', 'atol', 'max_fd_jacobian_size'} | ({'jac'} if self.jacobian else set()))}."
+                f"{sorted(allowed | {'rtol', 'atol', 'max_fd_jacobian_size'} | jac_name)}."
             )
         if jac is not None and not self.jacobian:
             raise TypeError(
@@ -228,6 +233,11 @@ class Method:
             )
         if jac is not None and not callable(jac):
             raise TypeError(f"jac must be callable as jac(t, y); got {type(jac).__name__}.")
+        if not self.vector_tolerances and (np.ndim(rtol) or np.ndim(atol)):
+            raise ValueError(
+                f"Method '{self.name}' takes scalar rtol and atol only (SciPy's DOPRI codes "
+                "have no per-component tolerances); use 'adams', 'bdf' or 'lsoda' for "
+                "per-component tolerances.")
         self.rtol, self.atol, self.jac = rtol, atol, jac
         self.max_fd_jacobian_size = int(max_fd_jacobian_size)
         self.max_steps = int(options.pop("max_steps", DEFAULT_MAX_STEPS))
@@ -260,7 +270,9 @@ class Method:
     def run(self, fun: Callable, y0: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, SolveInfo]:
         """Integrates and returns ``(ys, info)``; see the module docstring."""
         rhs = self.make_rhs(fun, y0.size)
-        jac = None if self.jac is None else _Jac(self.jac, self.jac_shape(y0.size), self.raise_through)
+        jac = None
+        if self.jac is not None:
+            jac = _Jac(self.jac, self.jac_shape(y0.size), self.raise_through)
         with _reentrancy_guard(self):
             ys, info, failure = self._run(rhs, jac, y0, t)
         info.nfev = rhs.nfev
@@ -415,6 +427,7 @@ class Bdf(_OdeMethod):
 
 
 class _Dopri(_OdeMethod):
+    vector_tolerances = False
     _option_names = {"first_step": "first_step", "max_step": "max_step"}
 
     def _attach_solout(self, r):

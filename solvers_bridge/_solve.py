@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -30,8 +30,8 @@ def check_times(t) -> np.ndarray:
         if not ((d > 0).all() or (d < 0).all()):
             i = int(np.flatnonzero(d * np.sign(t[-1] - t[0]) <= 0)[0]) if t[-1] != t[0] else 0
             raise ValueError(
-                f"t must be strictly increasing or strictly decreasing; got t[{i}]={t[i]!r} "
-                f"followed by t[{i + 1}]={t[i + 1]!r} in {t.tolist()}. Sort the times and "
+                f"t must be strictly increasing or strictly decreasing; got t[{i}]={float(t[i])!r} "
+                f"followed by t[{i + 1}]={float(t[i + 1])!r} in {t.tolist()}. Sort the times and "
                 "drop duplicates."
             )
     return t

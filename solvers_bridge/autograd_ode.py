@@ -19,7 +19,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import autograd.numpy as anp
 import numpy as np

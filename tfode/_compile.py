@@ -12,7 +12,7 @@ import contextlib
 import threading
 import warnings
 import weakref
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -229,7 +229,7 @@ def _unwrap(v):
     return inner if isinstance(inner, tf.Variable) else v
 
 
-_cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def compile_dynamics(func, dtype, spec_shape, integrator, variables=None,

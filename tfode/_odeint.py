@@ -11,7 +11,7 @@ in-graph and backpropagate through their operations (the RK-Net baseline).
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf

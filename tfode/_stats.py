@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-#: Layout of the int64 statistics vector a solve produces.
+#: Layout of the int64 statistics vector a solve produces, and the variable names.
 STAT_FIELDS = ("nfev", "njev", "nsteps", "nswitches", "status")
+_NAMES = ("nfe", "njev", "steps", "switches", "status")
 
 
 def info_vector(info) -> list[int]:
@@ -35,7 +36,7 @@ class SolveStats(tf.Module):
         super().__init__(name=name)
         with tf.init_scope(), tf.device("/cpu:0"):
             for part in ("forward", "backward"):
-                for field, attr in zip(STAT_FIELDS, ("nfe", "njev", "steps", "switches", "status")):
+                for attr in _NAMES:
                     setattr(self, f"{attr}_{part}",
                             tf.Variable(0, dtype=tf.int64, trainable=False,
                                         name=f"{attr}_{part}"))
@@ -43,7 +44,7 @@ class SolveStats(tf.Module):
         self.backward_info = None
 
     def _variables_for(self, part: str) -> list[tf.Variable]:
-        return [getattr(self, f"{a}_{part}") for a in ("nfe", "njev", "steps", "switches", "status")]
+        return [getattr(self, f"{a}_{part}") for a in _NAMES]
 
     def record(self, part: str, vector) -> list:
         """Assigns a statistics vector (see :data:`STAT_FIELDS`) to the ``part`` variables."""
