@@ -17,6 +17,8 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
+from solvers_bridge import SolverError
+
 _F64 = tf.float64
 _tracing = threading.local()
 
@@ -31,10 +33,17 @@ def tracing_integrators() -> list[str]:
 
 @contextlib.contextmanager
 def _tracing_for(integrator: str):
+    """Marks this thread as tracing dynamics for ``integrator`` (for the nesting check),
+    and undoes AutoGraph's re-wrapping of tfode's own errors raised during the trace."""
     stack = tracing_integrators()
     stack.append(integrator)
     try:
         yield
+    except Exception as exc:
+        original = exc.__context__
+        if isinstance(original, SolverError) and not isinstance(exc, SolverError):
+            raise original from None
+        raise
     finally:
         stack.pop()
 
