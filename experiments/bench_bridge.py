@@ -161,7 +161,8 @@ def b5(mlp: SpiralMLP, func, variables, repeats: int = 300):
          "fun_us": per_call(lambda: f_cf(tt, yt)), "vjp_us": per_call(lambda: vjp_cf(tt, yt, at)),
          "xla": False},
         {"path": "hand-written NumPy (the floor)",
-         "fun_us": per_call(lambda: mlp.fun(0.5, y)), "vjp_us": per_call(lambda: mlp.vjp(0.5, y, a)),
+         "fun_us": per_call(lambda: mlp.fun(0.5, y)),
+         "vjp_us": per_call(lambda: mlp.vjp(0.5, y, a)),
          "xla": False},
     ]
     return rows
@@ -171,7 +172,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--methods", default="adams,lsoda", help="comma-separated methods")
-    parser.add_argument("--tols", default="1e-3,1e-6", help="comma-separated rtol=atol values")
+    parser.add_argument("--tols", default="1e-3,1e-6,1e-8", help="comma-separated rtol=atol values")
     parser.add_argument("--batch", type=int, default=1000, help="points in the state")
     parser.add_argument("--repeats", type=int, default=3, help="repeats; medians are reported")
     parser.add_argument("--ref-tol", type=float, default=1e-11, help="reference tolerance")
@@ -212,8 +213,8 @@ def main(argv=None):
     b5_rows = b5(mlp, func, variables)
     cols = ["method", "tol", "side", "forward_s", "backward_s", "total_s", "nfe_forward",
             "nfe_backward", "grad_rel_error", "ratio_vs_numpy"]
-    print("B1 spiral-mlp (batch %d, 10 outputs on [0, 25], medians of %d)" %
-          (args.batch, args.repeats))
+    print(f"B1 spiral-mlp (batch {args.batch}, 10 outputs on [0, 25], "
+          f"medians of {args.repeats})")
     print(markdown_table(rows, cols))
     print("\nB5 cost per evaluation (microseconds)")
     print(markdown_table(b5_rows, ["path", "fun_us", "vjp_us", "xla"]))

@@ -180,6 +180,34 @@ def test_fixed_step_gradients_are_backprop_through_the_steps(method):
     assert all(gi is not None for gi in g[1:])
 
 
+def test_rk4_gradients_equal_a_hand_unrolled_tape():
+    func, params = make_mlp(seed=8)
+    y0, t = tf.constant(Y0, F64), tf.constant(T, F64)
+    with tf.GradientTape() as tape:
+        tape.watch(y0)
+        ours = tf.reduce_sum(tfode.odeint(func, y0, t, method="rk4",
+                                          options={"num_steps": 2}) ** 2)
+    g_ours = tape.gradient(ours, [y0, *params])
+    with tf.GradientTape() as tape:  # classic RK4 written out by hand
+        tape.watch(y0)
+        y, outs = y0, [y0]
+        for i in range(len(T) - 1):
+            h = (t[i + 1] - t[i]) / 2
+            for k in range(2):
+                s = t[i] + k * h
+                k1 = func(s, y)
+                k2 = func(s + h / 2, y + h / 2 * k1)
+                k3 = func(s + h / 2, y + h / 2 * k2)
+                k4 = func(s + h, y + h * k3)
+                y = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+            outs.append(y)
+        ref = tf.reduce_sum(tf.stack(outs) ** 2)
+    g_ref = tape.gradient(ref, [y0, *params])
+    np.testing.assert_allclose(float(ours), float(ref), rtol=1e-13)
+    for a, b in zip(g_ours, g_ref):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-11, atol=1e-13)
+
+
 # ---------------------------------------------------------------------------------------
 # Statistics, graph modes, variables.
 
