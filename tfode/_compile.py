@@ -12,6 +12,7 @@ import contextlib
 import threading
 import warnings
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 
 import numpy as np
@@ -238,21 +239,29 @@ def _unwrap(v):
     return inner if isinstance(inner, tf.Variable) else v
 
 
-_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+#: Compiled dynamics, most recently used last. Bounded, because a compiled function
+#: holds its dynamics (and their variables) alive; entries are checked by identity
+#: through a weak reference so that a recycled ``id`` never hits a stale entry.
+_cache: OrderedDict = OrderedDict()
+CACHE_SIZE = 64
 
 
 def compile_dynamics(func, dtype, spec_shape, integrator, variables=None,
                      jit_compile="auto") -> CompiledDynamics:
     """Returns the (cached) :class:`CompiledDynamics` of ``func``."""
-    key = (dtype, tuple(spec_shape.as_list()) if hasattr(spec_shape, "as_list") else
-           tuple(spec_shape), integrator, jit_compile,
+    shape = tuple(tf.TensorShape(spec_shape).as_list())
+    key = (id(func), dtype, shape, integrator, jit_compile,
            None if variables is None else tuple(id(v) for v in variables))
+    entry = _cache.get(key)
+    if entry is not None and entry[0]() is func:
+        _cache.move_to_end(key)
+        return entry[1]
+    compiled = CompiledDynamics(func, dtype, spec_shape, integrator, variables, jit_compile)
     try:
-        per_func = _cache.setdefault(func, {})
-    except TypeError:  # not weak-referenceable: no caching
-        return CompiledDynamics(func, dtype, spec_shape, integrator, variables, jit_compile)
-    compiled = per_func.get(key)
-    if compiled is None:
-        compiled = per_func[key] = CompiledDynamics(func, dtype, spec_shape, integrator,
-                                                    variables, jit_compile)
+        ref = weakref.ref(func)
+    except TypeError:  # not weak-referenceable: not cached
+        return compiled
+    _cache[key] = (ref, compiled)
+    while len(_cache) > CACHE_SIZE:
+        _cache.popitem(last=False)
     return compiled
