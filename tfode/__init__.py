@@ -10,11 +10,23 @@ Public surface:
     methods: the method names it accepts.
     SolveStats: forward/backward evaluation counts as variables.
     SolverError, NestedSolveError, SolveInfo: from :mod:`solvers_bridge`.
+    layers: Keras 3 layers (ODEBlock, ConcatConv2D, ConvODEFunc, ConcatMLP, NFE).
 """
 
 from solvers_bridge import NestedSolveError, SolveInfo, SolverError
 from tfode._odeint import methods, odeint
 from tfode._stats import SolveStats
 
-__all__ = ["NestedSolveError", "SolveInfo", "SolveStats", "SolverError", "methods", "odeint"]
+__all__ = ["NestedSolveError", "SolveInfo", "SolveStats", "SolverError", "layers", "methods",
+           "odeint"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # tfode.layers is imported on first use: it needs Keras's TensorFlow backend, and
+    # odeint alone does not.
+    if name == "layers":
+        import importlib
+
+        return importlib.import_module("tfode.layers")
+    raise AttributeError(f"module 'tfode' has no attribute {name!r}")

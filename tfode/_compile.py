@@ -9,6 +9,7 @@ and a single float64 array out (one host-device copy each way on a GPU).
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import warnings
 import weakref
@@ -103,6 +104,29 @@ def _flat_caller(cf) -> Callable:
     return lambda *args: cf(*args)
 
 
+def _match_variables(here: list, there: list) -> list:
+    """Orders ``here`` (variables read in the solver's thread) like ``there`` (those the
+    op was built with): the same objects, or, under a distribution strategy, the
+    components of the same mirrored variables (``name/replica_k`` is ``name``)."""
+    by_id = {id(v): v for v in here}
+    if len(here) == len(there) and all(id(v) in by_id for v in there):
+        return [by_id[id(v)] for v in there]
+
+    def canonical(v):
+        return re.sub(r"/replica_\d+(?=:|$)", "", v.name)
+
+    by_name = {canonical(v): v for v in here}
+    if (len(by_name) == len(here) == len(there)
+            and all(canonical(v) in by_name for v in there)):
+        matched = [by_name[canonical(v)] for v in there]
+        if all(tuple(a.shape) == tuple(b.shape) for a, b in zip(matched, there)):
+            return matched
+    raise RuntimeError(
+        "The dynamics read different variables when traced for the solver "
+        f"({[v.name for v in here]}) than when the op was built "
+        f"({[v.name for v in there]}); pass variables= explicitly.")
+
+
 class Callbacks:
     """NumPy callbacks for one state shape: ``fun``, ``vjp`` and (lazily) ``jac``.
 
@@ -112,10 +136,18 @@ class Callbacks:
         jit: Whether XLA compiled the functions.
     """
 
-    def __init__(self, func, dtype, shape, variables, integrator, jit_compile):
+    def __init__(self, func, dtype, shape, variables, integrator, jit_compile,
+                 rediscover: bool = True):
         self._func, self._dtype, self._shape = func, dtype, tuple(shape)
-        self._variables = list(variables)
         self._integrator = integrator
+        self._variables = list(variables)
+        if rediscover:
+            # The callbacks run in the solver's thread, outside any distribution-strategy
+            # replica, where a mirrored variable reads as its first component. Watch the
+            # variables the dynamics read here: they correspond one to one (same trace
+            # order, same values) to those the op's caller passed in.
+            here = discover_variables(func, dtype, self._shape, integrator)
+            self._variables = _match_variables(here, self._variables)
         self.n = int(np.prod(self._shape, dtype=np.int64))
         self._jac = None
         self.jit = False
@@ -204,6 +236,7 @@ class CompiledDynamics:
         self.func, self.dtype = func, dtype
         self.integrator, self.jit_compile = integrator, jit_compile
         discovered = discover_variables(func, dtype, spec_shape, integrator)
+        self.explicit = variables is not None
         if variables is None:
             self.variables = discovered
         else:
@@ -228,7 +261,7 @@ class CompiledDynamics:
                 cb = self._callbacks.get(key)
                 if cb is None:
                     cb = Callbacks(self.func, self.dtype, key, self.variables, self.integrator,
-                                   self.jit_compile)
+                                   self.jit_compile, rediscover=not self.explicit)
                     self._callbacks[key] = cb
         return cb
 
@@ -239,6 +272,7 @@ def _unwrap(v):
     return inner if isinstance(inner, tf.Variable) else v
 
 
+
 #: Compiled dynamics, most recently used last. Bounded, because a compiled function
 #: holds its dynamics (and their variables) alive; entries are checked by identity
 #: through a weak reference so that a recycled ``id`` never hits a stale entry.
@@ -246,11 +280,23 @@ _cache: OrderedDict = OrderedDict()
 CACHE_SIZE = 64
 
 
+def _replica_id():
+    """The replica being traced under a distribution strategy (``None`` outside one).
+
+    Each replica reads its own components of mirrored variables, so each gets its
+    own compiled dynamics: the gradient must reach that replica's components."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None:
+        return None
+    rid = tf.get_static_value(ctx.replica_id_in_sync_group)
+    return None if rid is None else int(rid)
+
+
 def compile_dynamics(func, dtype, spec_shape, integrator, variables=None,
                      jit_compile="auto") -> CompiledDynamics:
     """Returns the (cached) :class:`CompiledDynamics` of ``func``."""
     shape = tuple(tf.TensorShape(spec_shape).as_list())
-    key = (id(func), dtype, shape, integrator, jit_compile,
+    key = (id(func), _replica_id(), dtype, shape, integrator, jit_compile,
            None if variables is None else tuple(id(v) for v in variables))
     entry = _cache.get(key)
     if entry is not None and entry[0]() is func:

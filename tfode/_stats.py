@@ -34,12 +34,15 @@ class SolveStats(tf.Module):
 
     def __init__(self, name: str | None = None):
         super().__init__(name=name)
-        with tf.init_scope(), tf.device("/cpu:0"):
+        with tf.init_scope():
             for part in ("forward", "backward"):
                 for attr in _NAMES:
+                    # Under a distribution strategy each replica solves its own shard;
+                    # the first replica's numbers are kept.
                     setattr(self, f"{attr}_{part}",
                             tf.Variable(0, dtype=tf.int64, trainable=False,
-                                        name=f"{attr}_{part}"))
+                                        name=f"{attr}_{part}",
+                                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA))
         self.forward_info = None
         self.backward_info = None
 

@@ -1,0 +1,226 @@
+"""tfode.layers: the Keras 3 layers, in fit, saved, reloaded, under mixed precision."""
+
+import os
+import subprocess
+import sys
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfode
+from tfode.layers import NFE, ConcatConv2D, ConcatMLP, ConvODEFunc, NFELogger, ODEBlock
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def xor_data(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 2)).astype("float32")
+    return x, (x[:, 0] * x[:, 1] > 0).astype("float32")
+
+
+def classifier(block):
+    return keras.Sequential([keras.Input((2,)), keras.layers.Dense(4), block,
+                             keras.layers.Dense(1, activation="sigmoid")])
+
+
+def test_classifier_trains_with_nfe_in_history_progress_and_csv(tmp_path):
+    keras.utils.set_random_seed(1)
+    x, y = xor_data()
+    block = ODEBlock(ConcatMLP((16,)), name="ode")
+    model = classifier(block)
+    model.compile(keras.optimizers.Adam(0.05), "binary_crossentropy",
+                  metrics=[NFE(block, "forward"), NFE(block, "backward")])
+    before = model.evaluate(x, y, verbose=0)[0]
+    logger = NFELogger(block)
+    csv_path = tmp_path / "log.csv"
+    history = model.fit(x, y, batch_size=16, epochs=4, verbose=0,
+                        callbacks=[logger, keras.callbacks.CSVLogger(str(csv_path))])
+    after = model.evaluate(x, y, verbose=0)[0]
+    assert after < before
+    for key in ("nfe_f", "nfe_b", "nfe_forward", "nfe_backward"):
+        assert len(history.history[key]) == 4 and min(history.history[key]) > 0
+    # The metric's epoch mean equals the mean of the per-batch values the callback saw.
+    per_batch = [b["nfe_forward"] for b in logger.batches[-4:]]
+    assert history.history["nfe_f"][-1] == pytest.approx(np.mean(per_batch))
+    assert [e["epoch"] for e in logger.epochs] == [0, 1, 2, 3]
+    header = csv_path.read_text().splitlines()[0].split(",")
+    assert {"nfe_f", "nfe_b", "nfe_forward", "nfe_backward"} <= set(header)
+
+
+def test_progress_bar_shows_nfe(capsys):
+    x, y = xor_data(32)
+    block = ODEBlock(ConcatMLP((8,)))
+    model = classifier(block)
+    model.compile("adam", "binary_crossentropy", metrics=[NFE(block, "forward")])
+    model.fit(x, y, batch_size=16, epochs=1, verbose=1)
+    assert "nfe_f:" in capsys.readouterr().out
+
+
+def test_layer_gradients_match_finite_differences():
+    keras.utils.set_random_seed(2)
+    block = ODEBlock(ConcatMLP((6,), dtype="float64"), t=(0.0, 0.5, 1.0), rtol=1e-10,
+                     atol=1e-10, return_sequences=True, dtype="float64")
+    x = tf.constant(np.random.default_rng(0).normal(size=(3, 2)))
+    block(x)
+    w = block.dynamics.trainable_variables[0]
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(block(x) ** 2)
+    gx, gw = tape.gradient(loss, [x, w])
+
+    def loss_at(xv=None, wv=None):
+        if wv is not None:
+            w.assign(wv)
+        return float(tf.reduce_sum(block(tf.constant(xv if xv is not None else x.numpy())) ** 2))
+
+    h, base = 1e-5, w.numpy().copy()
+    fd_x = np.zeros(x.shape)
+    for i in np.ndindex(*x.shape):
+        e = np.zeros(x.shape)
+        e[i] = h
+        fd_x[i] = (loss_at(x.numpy() + e) - loss_at(x.numpy() - e)) / (2 * h)
+    np.testing.assert_allclose(gx.numpy(), fd_x, rtol=1e-6, atol=1e-8)
+    e = np.zeros_like(base)
+    e[0, 0] = h
+    fd_w = (loss_at(wv=base + e) - loss_at(wv=base - e)) / (2 * h)
+    w.assign(base)
+    assert gw.numpy()[0, 0] == pytest.approx(fd_w, rel=1e-6)
+
+
+def test_output_shapes_sequences_and_augmentation():
+    block = ODEBlock(ConcatMLP((8,)), t=(0.0, 0.5, 1.0), return_sequences=True, augment_dim=3)
+    out = block(tf.ones((4, 2)))
+    assert out.shape == (4, 3, 5) == block.compute_output_shape((4, 2))
+    np.testing.assert_allclose(out[:, 0, :2].numpy(), 1.0)
+    np.testing.assert_allclose(out[:, 0, 2:].numpy(), 0.0)  # the zero channels at t0
+    assert ODEBlock(ConcatMLP(), augment_dim=1).compute_output_shape((None, 2)) == (None, 3)
+
+
+def test_fixed_step_block_is_an_rk_net():
+    dyn = ConcatMLP((8,))
+    block = ODEBlock(dyn, method="rk4", options={"num_steps": 4})
+    x = tf.ones((2, 2))
+    out = block(x)
+    ref = tfode.odeint(dyn, x, tf.constant([0.0, 1.0], tf.float64), method="rk4",
+                       options={"num_steps": 4})[-1]
+    np.testing.assert_allclose(out.numpy(), ref.numpy())
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(block(x))
+    assert all(g is not None for g in tape.gradient(loss, dyn.trainable_variables))
+
+
+def test_save_and_load_gives_identical_predictions(tmp_path):
+    keras.utils.set_random_seed(3)
+    x, _ = xor_data(8)
+    block = ODEBlock(ConcatMLP((8,)), t=(0.0, 1.0), augment_dim=1, method="dopri5",
+                     rtol=1e-5, atol=1e-6, seminorm=True, name="ode_saved")
+    model = classifier(block)
+    pred = model.predict(x, verbose=0)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), pred)
+    cfg = loaded.layers[1].get_config()
+    assert cfg["method"] == "dopri5" and cfg["augment_dim"] == 1 and cfg["seminorm"] is True
+
+
+def test_get_config_round_trip_of_every_layer():
+    for layer in (ODEBlock(ConvODEFunc(8), t=(0.0, 2.0), method="lsoda"),
+                  ConcatConv2D(4, 3), ConvODEFunc(16), ConcatMLP((5, 7), activation="relu")):
+        clone = type(layer).from_config(layer.get_config())
+        assert clone.get_config() == layer.get_config()
+
+
+def test_jit_compile_true_falls_back_with_a_warning():
+    x, y = xor_data(16)
+    model = classifier(ODEBlock(ConcatMLP((4,))))
+    with pytest.warns(UserWarning, match="jit_compile"):
+        model.compile("adam", "binary_crossentropy", jit_compile=True)
+    model.fit(x, y, epochs=1, verbose=0)
+    assert model.jit_compile is False
+
+
+def test_savedmodel_export_gets_a_clear_message(tmp_path):
+    model = classifier(ODEBlock(ConcatMLP((4,))))
+    model(np.ones((1, 2), "float32"))
+    with pytest.raises(RuntimeError, match=r"cannot be exported as a TensorFlow SavedModel"):
+        model.export(str(tmp_path / "sm"))
+
+
+def test_mixed_precision_keeps_ode_layers_float32():
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        block = ODEBlock(ConcatMLP((8,)))
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2), block,
+                                  keras.layers.Dense(1)])
+        out = model(np.ones((3, 2), "float32"))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert block.compute_dtype == "float32"
+    assert {sub.compute_dtype for sub in block.dynamics._flatten_layers()} == {"float32"}
+    assert np.all(np.isfinite(out.numpy()))
+
+
+def test_concat_conv_uses_time_as_a_channel():
+    layer = ConcatConv2D(3, 3)
+    x = tf.random.normal((2, 5, 5, 4))
+    with pytest.raises(ValueError, match=r"build it|layer.build\(x.shape\) first"):
+        layer(tf.constant(0.7), x)  # Keras would build it on the time's shape
+    layer.build(x.shape)
+    out = layer(tf.constant(0.7), x)
+    manual = layer.conv(tf.concat([x, tf.fill((2, 5, 5, 1), 0.7)], -1))
+    np.testing.assert_allclose(out.numpy(), manual.numpy(), rtol=1e-6)
+    assert layer.conv.kernel.shape == (3, 3, 5, 3)
+
+
+def test_conv_ode_func_matches_the_reference_parameter_count():
+    func = ConvODEFunc(64)
+    block = ODEBlock(func)
+    block.build((None, 7, 7, 64))
+    # Two 3x3 ConcatConv (65 -> 64, with bias) and three GroupNorms of 64 channels.
+    expected = 2 * (3 * 3 * 65 * 64 + 64) + 3 * 2 * 64
+    assert sum(int(np.prod(v.shape)) for v in block.trainable_variables) == expected == 75_392
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="at least a start and an end time"):
+        ODEBlock(ConcatMLP(), t=(1.0,))
+    with pytest.raises(TypeError, match="dynamics must be a Keras layer"):
+        ODEBlock(3)
+    with pytest.raises(ValueError, match="augment_dim must be >= 0"):
+        ODEBlock(ConcatMLP(), augment_dim=-1)
+
+
+def test_non_tensorflow_backend_is_refused_at_import():
+    # Keras's other backends need JAX or PyTorch, absent here: stand one in.
+    code = "import keras; keras.backend.backend = lambda: 'jax'; import tfode.layers"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "tfode.layers needs the TensorFlow backend of Keras" in proc.stderr
+    assert "KERAS_BACKEND=tensorflow" in proc.stderr
+
+
+def test_mirrored_strategy_trains_to_the_same_weights():
+    script = os.path.join(ROOT, "tests", "distributed_fit.py")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, script, "mirrored"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "REPLICAS 2" in proc.stdout
+    diff = float(proc.stdout.split("MAXDIFF")[1].split()[0])
+    moved = float(proc.stdout.split("MOVED")[1].split()[0])
+    assert moved > 1e-2  # training changed the weights ...
+    assert diff < 1e-6  # ... identically with and without the strategy
+
+
+def test_warnings_module_is_left_clean():
+    # Building a block emits no warning of its own.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ODEBlock(ConcatMLP((4,)))(tf.ones((1, 2)))

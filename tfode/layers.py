@@ -1,0 +1,372 @@
+"""Keras 3 layers built on :func:`tfode.odeint`.
+
+* :class:`ODEBlock` integrates its input with a dynamics layer ``dynamics(t, h)``;
+  with the SciPy methods its gradient is the paper's adjoint, with ``euler``,
+  ``midpoint`` or ``rk4`` it backpropagates through the steps (an RK-Net).
+* Dynamics layers: :class:`ConcatConv2D` (time as an extra input channel),
+  :class:`ConvODEFunc` (the paper's MNIST ODE function) and :class:`ConcatMLP`.
+* :class:`NFE` (a metric) and :class:`NFELogger` (a callback) report the forward
+  and backward function evaluations of a block, per batch and per epoch.
+
+These layers need the TensorFlow backend of Keras; importing this module under
+another backend raises an ImportError saying so.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+if keras.backend.backend() != "tensorflow":
+    raise ImportError(
+        f"tfode.layers needs the TensorFlow backend of Keras, but the backend is "
+        f"{keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow before importing keras "
+        "(the solver callbacks and the adjoint are TensorFlow ops).")
+
+from tensorflow.python.saved_model import save_context  # noqa: E402
+
+from tfode._odeint import odeint  # noqa: E402
+from tfode._stats import SolveStats  # noqa: E402
+
+_PACKAGE = "tfode"
+_SIXTEEN_BIT = ("float16", "bfloat16")
+_ODE_ARGS = ("method", "rtol", "atol", "options", "adjoint_method", "adjoint_rtol",
+             "adjoint_atol", "adjoint_options", "restart", "seminorm", "jit_compile")
+
+#: Live blocks by name, so that a reloaded NFE metric finds its block again.
+_BLOCKS: dict[str, weakref.ref] = {}
+
+SAVEDMODEL_MESSAGE = (
+    "tfode layers cannot be exported as a TensorFlow SavedModel: the solver is a Python "
+    "callback (tf.numpy_function) that a SavedModel cannot carry, so the export would "
+    "not reload in another process. Save with model.save('model.keras') and load it with "
+    "keras.saving.load_model after importing tfode.layers.")
+
+
+def _pin_precision(layer: keras.layers.Layer) -> None:
+    """Keeps an ODE layer and all its sublayers at float32 or wider under a
+    mixed-precision policy: 16-bit dynamics make LSODA and VODE stall and return
+    garbage."""
+    for sub in layer._flatten_layers(include_self=True):
+        if sub.compute_dtype in _SIXTEEN_BIT or sub.variable_dtype in _SIXTEEN_BIT:
+            sub.dtype_policy = "float32"
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ODEBlock(keras.layers.Layer):
+    """Integrates its input from ``t[0]`` to ``t[-1]``: ``dh/dt = dynamics(t, h)``.
+
+    Args:
+        dynamics: A Keras layer called as ``dynamics(t, h)`` that returns ``dh/dt``
+            with the shape of ``h``; its ``build`` receives the state shape.
+        t: Integration times: ``(t0, t1)`` or several increasing (or decreasing) times.
+        return_sequences: Return the states at every time in ``t`` as
+            ``[batch, len(t), ...]`` instead of the final state.
+        augment_dim: Pad the state with this many zero channels on the last axis
+            before integrating (augmented neural ODEs); the output keeps them.
+        method, rtol, atol, options, adjoint_method, adjoint_rtol, adjoint_atol,
+            adjoint_options, restart, seminorm, jit_compile: As for
+            :func:`tfode.odeint`. The defaults are the paper's classification
+            setting: VODE implicit Adams at rtol = atol = 1e-3 with the adjoint.
+        **kwargs: Keras layer arguments (``name``, ``dtype``, ...).
+
+    Attributes:
+        stats: The :class:`tfode.SolveStats` of the latest call (NFE forward/backward).
+    """
+
+    def __init__(self, dynamics: keras.layers.Layer, t=(0.0, 1.0), *,
+                 return_sequences: bool = False, augment_dim: int = 0, method: str = "adams",
+                 rtol=1e-3, atol=1e-3, options: dict | None = None,
+                 adjoint_method: str | None = None, adjoint_rtol=None, adjoint_atol=None,
+                 adjoint_options: dict | None = None, restart: bool = True,
+                 seminorm: bool = False, jit_compile="auto", **kwargs):
+        global_dtype = keras.config.dtype_policy().compute_dtype
+        if kwargs.get("dtype") is None and global_dtype in _SIXTEEN_BIT:
+            kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        # The solver is a Python callback that XLA cannot compile: Keras then falls back
+        # from jit_compile=True with a warning (Layer.__init__ sets this attribute).
+        self.supports_jit = False
+        _pin_precision(self)
+        if not callable(dynamics):
+            raise TypeError(f"dynamics must be a Keras layer called as dynamics(t, h); got "
+                            f"{type(dynamics).__name__}.")
+        times = np.asarray(t, dtype=np.float64).reshape(-1)
+        if times.size < 2:
+            raise ValueError(f"t needs at least a start and an end time; got {t!r}.")
+        if int(augment_dim) < 0:
+            raise ValueError(f"augment_dim must be >= 0; got {augment_dim!r}.")
+        self.dynamics = dynamics
+        self.t = tuple(float(x) for x in times)
+        self.return_sequences = bool(return_sequences)
+        self.augment_dim = int(augment_dim)
+        self.method, self.rtol, self.atol = method, rtol, atol
+        self.options = dict(options or {})
+        self.adjoint_method, self.adjoint_rtol, self.adjoint_atol = (
+            adjoint_method, adjoint_rtol, adjoint_atol)
+        self.adjoint_options = None if adjoint_options is None else dict(adjoint_options)
+        self.restart, self.seminorm, self.jit_compile = restart, seminorm, jit_compile
+        self.stats = SolveStats(name=f"{self.name}_stats")
+        _BLOCKS[self.name] = weakref.ref(self)
+
+    def _state_shape(self, input_shape):
+        shape = list(input_shape)
+        if self.augment_dim:
+            shape[-1] = None if shape[-1] is None else shape[-1] + self.augment_dim
+        return tuple(shape)
+
+    def build(self, input_shape):
+        if isinstance(self.dynamics, keras.layers.Layer):
+            _pin_precision(self.dynamics)
+            if not self.dynamics.built:
+                self.dynamics.build(self._state_shape(input_shape))
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        state = self._state_shape(input_shape)
+        if self.return_sequences:
+            return (state[0], len(self.t)) + tuple(state[1:])
+        return state
+
+    def call(self, inputs):
+        if save_context.in_save_context():
+            raise RuntimeError(SAVEDMODEL_MESSAGE)
+        h = tf.cast(inputs, self.compute_dtype)
+        if self.augment_dim:
+            pad = [[0, 0]] * (h.shape.rank - 1) + [[0, self.augment_dim]]
+            h = tf.pad(h, pad)
+        ys = odeint(self.dynamics, h, tf.constant(self.t, tf.float64), stats=self.stats,
+                    **{k: getattr(self, k) for k in _ODE_ARGS})
+        if not self.return_sequences:
+            return ys[-1]
+        perm = [1, 0] + list(range(2, ys.shape.rank))
+        return tf.transpose(ys, perm)
+
+    def _trackable_children(self, save_type="checkpoint", **kwargs):
+        if save_type == "savedmodel":
+            raise RuntimeError(SAVEDMODEL_MESSAGE)
+        return super()._trackable_children(save_type, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            dynamics=keras.saving.serialize_keras_object(self.dynamics), t=list(self.t),
+            return_sequences=self.return_sequences, augment_dim=self.augment_dim,
+            **{k: getattr(self, k) for k in _ODE_ARGS})
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["dynamics"] = keras.saving.deserialize_keras_object(config["dynamics"])
+        return cls(**config)
+
+
+def _state_shape_of(layer, input_shape):
+    """The state shape a dynamics layer is built with; refuses the time's shape, which
+    Keras's automatic build would pass (it builds on the first call argument)."""
+    if input_shape is None or len(input_shape) == 0:
+        raise ValueError(
+            f"{type(layer).__name__} is called as layer(t, x) and must be built on the state "
+            f"shape: call layer.build(x.shape) first (ODEBlock does this); got {input_shape!r}.")
+    return tuple(input_shape)
+
+
+def _time_channel(t, x):
+    """``t`` broadcast to ``x``'s shape with one channel on the last axis."""
+    shape = tf.concat([tf.shape(x)[:-1], [1]], 0)
+    return tf.fill(shape, tf.cast(t, x.dtype))
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ConcatConv2D(keras.layers.Layer):
+    """A 2-D convolution whose input gets time as an extra channel (channels last):
+    ``conv(concat([x, t]))``, as the reference code's ConcatConv2d.
+
+    Call it as ``layer(t, x)``. Arguments are those of ``keras.layers.Conv2D``.
+    """
+
+    def __init__(self, filters: int, kernel_size=3, strides=1, padding="same",
+                 use_bias: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.kernel_size, self.strides = filters, kernel_size, strides
+        self.padding, self.use_bias = padding, use_bias
+        self.conv = keras.layers.Conv2D(filters, kernel_size, strides=strides, padding=padding,
+                                        use_bias=use_bias, dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        input_shape = _state_shape_of(self, input_shape)
+        self.conv.build(input_shape[:-1] + (input_shape[-1] + 1,))
+        self.built = True
+
+    def call(self, t, x):
+        return self.conv(tf.concat([x, _time_channel(t, x)], -1))
+
+    def compute_output_shape(self, input_shape):
+        return self.conv.compute_output_shape(tuple(input_shape[:-1]) + (input_shape[-1] + 1,))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(filters=self.filters, kernel_size=self.kernel_size, strides=self.strides,
+                      padding=self.padding, use_bias=self.use_bias)
+        return config
+
+
+def group_norm(channels: int, dtype=None) -> keras.layers.GroupNormalization:
+    """GroupNorm with ``min(32, channels)`` groups, the reference code's norm."""
+    return keras.layers.GroupNormalization(groups=min(32, channels), epsilon=1e-5, dtype=dtype)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ConvODEFunc(keras.layers.Layer):
+    """The paper's MNIST ODE function: GroupNorm, ReLU, ConcatConv2D(3x3), GroupNorm,
+    ReLU, ConcatConv2D(3x3), GroupNorm; the number of channels is kept."""
+
+    def __init__(self, channels: int = 64, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = channels
+        dt = self.dtype_policy
+        self.norm1, self.norm2, self.norm3 = (group_norm(channels, dt) for _ in range(3))
+        self.conv1 = ConcatConv2D(channels, 3, dtype=dt)
+        self.conv2 = ConcatConv2D(channels, 3, dtype=dt)
+
+    def build(self, input_shape):
+        input_shape = _state_shape_of(self, input_shape)
+        for layer in (self.norm1, self.conv1, self.norm2, self.conv2, self.norm3):
+            layer.build(input_shape)
+        self.built = True
+
+    def call(self, t, x):
+        out = self.conv1(t, tf.nn.relu(self.norm1(x)))
+        out = self.conv2(t, tf.nn.relu(self.norm2(out)))
+        return self.norm3(out)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(channels=self.channels)
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ConcatMLP(keras.layers.Layer):
+    """An MLP dynamics on vectors with time concatenated to the input of every layer:
+    ``Dense(concat([h, t]))`` through ``hidden`` units, then back to the state size."""
+
+    def __init__(self, hidden=(64,), activation="tanh", **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = tuple(int(h) for h in hidden)
+        self.activation = activation
+        self.layers_ = [keras.layers.Dense(h, activation=activation, dtype=self.dtype_policy)
+                        for h in self.hidden]
+        self.out = None
+
+    def build(self, input_shape):
+        input_shape = _state_shape_of(self, input_shape)
+        width = input_shape[-1]
+        size = width
+        for layer in self.layers_:
+            layer.build(tuple(input_shape[:-1]) + (size + 1,))
+            size = layer.units
+        self.out = keras.layers.Dense(width, dtype=self.dtype_policy)
+        self.out.build(tuple(input_shape[:-1]) + (size + 1,))
+        self.built = True
+
+    def call(self, t, h):
+        for layer in [*self.layers_, self.out]:
+            h = layer(tf.concat([h, _time_channel(t, h)], -1))
+        return h
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(hidden=list(self.hidden), activation=self.activation)
+        return config
+
+
+def _block(block):
+    if isinstance(block, ODEBlock):
+        return block
+    ref = _BLOCKS.get(block)
+    if ref is None or ref() is None:
+        raise ValueError(f"No live ODEBlock named {block!r}.")
+    return ref()
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class NFE(keras.metrics.Metric):
+    """Function evaluations of an :class:`ODEBlock` per batch, averaged over the epoch.
+
+    Use in ``model.compile(metrics=[NFE(block, "forward"), NFE(block, "backward")])``:
+    the progress bar shows ``nfe_f`` and ``nfe_b``, and ``History`` and ``CSVLogger``
+    record them. The backward count is the adjoint pass of the same batch (Keras
+    updates metrics after the gradient step); in evaluation it is not updated.
+    """
+
+    def __init__(self, block, part: str = "forward", name: str | None = None, **kwargs):
+        if part not in ("forward", "backward"):
+            raise ValueError(f"part must be 'forward' or 'backward'; got {part!r}.")
+        super().__init__(name=name or ("nfe_f" if part == "forward" else "nfe_b"), **kwargs)
+        self._block_name = block if isinstance(block, str) else block.name
+        self._block = block if isinstance(block, ODEBlock) else None
+        self.part = part
+        self.total = self.add_variable((), initializer="zeros", name="total")
+        self.count = self.add_variable((), initializer="zeros", name="count")
+
+    def update_state(self, y_true=None, y_pred=None, sample_weight=None):
+        block = self._block or _block(self._block_name)
+        value = getattr(block.stats, f"nfe_{self.part}")
+        self.total.assign_add(tf.cast(value, self.dtype))
+        self.count.assign_add(tf.ones((), self.dtype))
+
+    def result(self):
+        return self.total / tf.maximum(self.count, 1.0)
+
+    def reset_state(self):
+        self.total.assign(0.0)
+        self.count.assign(0.0)
+
+    def get_config(self):
+        return {"block": self._block_name, "part": self.part, "name": self.name}
+
+
+class NFELogger(keras.callbacks.Callback):
+    """Records an :class:`ODEBlock`'s NFE-F and NFE-B per training batch and their
+    epoch means, as the paper reports them (Figure 3d: NFE against epoch).
+
+    The epoch means are added to the epoch logs as ``nfe_forward`` and
+    ``nfe_backward`` (so a ``CSVLogger`` or ``History`` placed after it records them)
+    and kept in ``self.epochs``; per-batch values are in ``self.batches``.
+    """
+
+    def __init__(self, block: ODEBlock):
+        super().__init__()
+        self.block = block
+        self.batches: list[dict] = []
+        self.epochs: list[dict] = []
+        self._current: list[tuple[int, int]] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._current = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        stats = self.block.stats
+        f, b = int(stats.nfe_forward.numpy()), int(stats.nfe_backward.numpy())
+        self._current.append((f, b))
+        self.batches.append({"batch": batch, "nfe_forward": f, "nfe_backward": b})
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self._current:
+            return
+        f, b = np.mean(self._current, axis=0)
+        record = {"epoch": epoch, "nfe_forward": float(f), "nfe_backward": float(b)}
+        self.epochs.append(record)
+        if logs is not None:
+            logs.update(nfe_forward=float(f), nfe_backward=float(b))
