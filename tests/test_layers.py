@@ -225,3 +225,38 @@ def test_warnings_module_is_left_clean():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ODEBlock(ConcatMLP((4,)))(tf.ones((1, 2)))
+
+
+def test_multi_worker_mirrored_strategy_on_loopback(tmp_path):
+    """Two worker processes on loopback train to the weights of one process."""
+    import socket
+
+    script = os.path.join(ROOT, "tests", "distributed_fit.py")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    ports = []
+    for _ in range(2):
+        with socket.socket() as sock:
+            sock.bind(("localhost", 0))
+            ports.append(str(sock.getsockname()[1]))
+    workers = [subprocess.Popen([sys.executable, script, "worker", str(i), ",".join(ports),
+                                 str(tmp_path / f"w{i}.npz")], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for i in range(2)]
+    try:
+        outs = [w.communicate(timeout=600) for w in workers]
+    finally:
+        for w in workers:
+            w.kill()
+    for w, (out, err) in zip(workers, outs):
+        assert w.returncode == 0, err[-3000:]
+        assert "REPLICAS 2" in out
+    plain = subprocess.run([sys.executable, script, "plain", str(tmp_path / "plain.npz")],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    ref = np.load(tmp_path / "plain.npz")
+    for i in range(2):
+        got = np.load(tmp_path / f"w{i}.npz")
+        names = [k for k in ref.files if k.startswith("arr_")]
+        assert max(float(np.abs(ref[k] - got[k]).max()) for k in names) < 1e-6
+    moved = np.concatenate([ref[k].ravel() for k in names]) - ref["start"]
+    assert np.abs(moved).max() > 1e-2
