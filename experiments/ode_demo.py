@@ -211,7 +211,7 @@ def _finish(args, out: Path, t, ys, full, history, start):
     result = {"experiment": "ode_demo_keras" if args.keras else "ode_demo", "args": vars(args),
               "machine": machine(),
               "final_test_loss": history[-1]["test_loss"],
-              "initial_test_loss": float(np.mean(np.abs(ys - TRUE_Y0))),
+              "constant_prediction_test_loss": float(np.mean(np.abs(ys - TRUE_Y0))),
               "history": history, "wall_s": time.perf_counter() - start}
     write_json(out / "results.json", result)
     print(f"\nfinal test loss {result['final_test_loss']:.4f}; NFE-F {history[-1]['nfe_forward']}, "
