@@ -33,13 +33,19 @@ from experiments._common import (  # noqa: E402
 class SpiralMLP:
     """B1's dynamics f(y) = tanh(y^3 W1 + b1) W2 + b2 in NumPy, with its VJP."""
 
-    def __init__(self, seed: int = 0, batch: int = 1000, hidden: int = 50):
+    def __init__(self, seed: int = 0, batch: int = 1000, hidden: int = 50,
+                 y0_dist: str = "normal"):
         rng = np.random.default_rng(seed)
         self.w1 = rng.normal(0, 0.1, (2, hidden))
         self.b1 = np.zeros(hidden)
         self.w2 = rng.normal(0, 0.1, (hidden, 2))
         self.b2 = np.zeros(2)
-        self.y0 = rng.normal(0, 1, (batch, 2))
+        if y0_dist == "normal":
+            self.y0 = rng.normal(0, 1, (batch, 2))
+        elif y0_dist == "uniform":
+            self.y0 = rng.uniform(-1, 1, (batch, 2))
+        else:
+            raise ValueError(f"y0_dist must be 'normal' or 'uniform'; got {y0_dist!r}.")
         self.shape = self.y0.shape
         self.n_params = self.w1.size + self.b1.size + self.w2.size + self.b2.size
 
@@ -174,6 +180,8 @@ def main(argv=None):
     parser.add_argument("--methods", default="adams,lsoda", help="comma-separated methods")
     parser.add_argument("--tols", default="1e-3,1e-6,1e-8", help="comma-separated rtol=atol values")
     parser.add_argument("--batch", type=int, default=1000, help="points in the state")
+    parser.add_argument("--y0", default="normal", choices=["normal", "uniform"],
+                        help="initial points: N(0, 1) or U(-1, 1) (benchmarks.md leaves it open)")
     parser.add_argument("--repeats", type=int, default=3, help="repeats; medians are reported")
     parser.add_argument("--ref-tol", type=float, default=1e-11, help="reference tolerance")
     parser.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"],
@@ -186,7 +194,7 @@ def main(argv=None):
         single_thread_tf()
     jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
 
-    mlp = SpiralMLP(batch=args.batch)
+    mlp = SpiralMLP(batch=args.batch, y0_dist=args.y0)
     t = np.linspace(0.0, 25.0, 10)
     ref_ys, ref_grad, *_ = numpy_side(mlp, t, "dop853", args.ref_tol)()
     rows = []
@@ -213,13 +221,13 @@ def main(argv=None):
     b5_rows = b5(mlp, func, variables)
     cols = ["method", "tol", "side", "forward_s", "backward_s", "total_s", "nfe_forward",
             "nfe_backward", "grad_rel_error", "ratio_vs_numpy"]
-    print(f"B1 spiral-mlp (batch {args.batch}, 10 outputs on [0, 25], "
+    print(f"B1 spiral-mlp (batch {args.batch}, y0 {args.y0}, 10 outputs on [0, 25], "
           f"medians of {args.repeats})")
     print(markdown_table(rows, cols))
     print("\nB5 cost per evaluation (microseconds)")
     print(markdown_table(b5_rows, ["path", "fun_us", "vjp_us", "xla"]))
     out = write_json(args.out, {"benchmark": "B1 spiral-mlp and B5 bridge overhead",
-                                "machine": machine(), "threads": args.threads,
+                                "machine": machine(), "threads": args.threads, "y0": args.y0,
                                 "jit_compile": args.jit_compile, "b1": rows, "b5": b5_rows})
     print(f"\nwrote {out}")
 
