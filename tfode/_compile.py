@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+import time
 import warnings
 import weakref
 from collections import OrderedDict
@@ -133,7 +134,9 @@ class Callbacks:
     Attributes:
         fun: ``fun(t, y_flat) -> f_flat`` (float64 NumPy).
         vjp: ``vjp(t, y_flat, a_flat) -> [f, a^T df/dy, a^T df/dt, a^T df/dtheta]``.
-        jit: Whether XLA compiled the functions.
+        jit: Whether the XLA-compiled functions are used: with ``jit_compile="auto"``
+            when XLA compiles them and they run faster (timed on a few calls at first
+            use), with ``True`` whenever XLA compiles them.
     """
 
     def __init__(self, func, dtype, shape, variables, integrator, jit_compile,
@@ -151,19 +154,23 @@ class Callbacks:
         self.n = int(np.prod(self._shape, dtype=np.int64))
         self._jac = None
         self.jit = False
-        want_jit = jit_compile in (True, "auto")
-        f_cf, vjp_cf = self._trace(jit=want_jit)
-        if want_jit:
+        f_cf, vjp_cf = self._trace(jit=False)
+        if jit_compile in (True, "auto"):
             try:  # XLA compiles at the first call; fall back if it cannot
-                f_cf(tf.constant(0.0, _F64), tf.zeros([self.n], _F64))
-                vjp_cf(tf.constant(0.0, _F64), tf.zeros([self.n], _F64), tf.zeros([self.n], _F64))
-                self.jit = True
+                xla = self._trace(jit=True)
+                self._time(*xla, repeats=1)
             except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
                     tf.errors.InternalError, tf.errors.UnknownError) as exc:
                 if jit_compile is True:
                     warnings.warn(f"XLA could not compile the dynamics ({type(exc).__name__}); "
                                   "running them without jit_compile.", stacklevel=4)
-                f_cf, vjp_cf = self._trace(jit=False)
+            else:
+                # "auto" keeps XLA only where it is faster: it wins on small dense
+                # dynamics but can lose badly (a batch Jacobian inside the dynamics ran
+                # 80x slower under XLA here).
+                if jit_compile is True or self._time(*xla) < self._time(f_cf, vjp_cf):
+                    f_cf, vjp_cf = xla
+                    self.jit = True
         f_call, vjp_call = _flat_caller(f_cf), _flat_caller(vjp_cf)
         const = tf.constant
 
@@ -174,6 +181,15 @@ class Callbacks:
             return vjp_call(const(t, _F64), const(y), const(a)).numpy()
 
         self.fun, self.vjp = fun, vjp
+
+    def _time(self, f_cf, vjp_cf, repeats: int = 3) -> float:
+        """Seconds for ``repeats`` evaluations and VJPs (the solver's workload)."""
+        t, y = tf.constant(0.0, _F64), tf.zeros([self.n], _F64)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            f_cf(t, y).numpy()
+            vjp_cf(t, y, y).numpy()
+        return time.perf_counter() - start
 
     def _trace(self, jit: bool):
         func, dtype, shape, variables = self._func, self._dtype, self._shape, self._variables
