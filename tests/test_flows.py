@@ -1,0 +1,146 @@
+"""tfode.flows: the change of variables against independent Jacobians, Hutchinson's
+estimator, the planar flow's determinant and inverse, and round trips."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfode
+from experiments.cnf import two_circles, two_moons
+from tfode.flows import CNF, HyperPlanarDynamics, PlanarFlow, energy
+
+F64 = tf.float64
+
+
+def small_cnf(trace="exact", width=4, seed=0):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    dyn = HyperPlanarDynamics(2, width, hidden=8, dtype="float64")
+    cnf = CNF(dyn, t0=0.0, t1=1.0, trace=trace, rtol=1e-10, atol=1e-10, dtype="float64")
+    cnf.build((None, 2))
+    for v in dyn.trainable_variables:  # weights large enough for a visibly curved flow
+        v.assign(np.random.default_rng(seed).normal(0, 0.8, v.shape))
+    return cnf
+
+
+X = np.array([[0.3, -0.5], [1.2, 0.4], [-0.7, 0.9]])
+
+
+def test_integrated_trace_equals_log_det_of_the_solved_flow_map():
+    cnf = small_cnf()
+    _, l_end = cnf.integrate(tf.constant(X), cnf.t1, cnf.t0)
+
+    def flow(x):  # the flow map alone, no trace, solved independently
+        return tfode.odeint(cnf.dynamics, tf.constant(x), tf.constant([1.0, 0.0], F64),
+                            method="dop853", rtol=1e-12, atol=1e-12)[-1].numpy()
+
+    h = 1e-5
+    for i, x in enumerate(X):
+        jac = np.zeros((2, 2))
+        for j in range(2):
+            e = np.zeros(2)
+            e[j] = h
+            jac[:, j] = (flow((x + e)[None])[0] - flow((x - e)[None])[0]) / (2 * h)
+        log_det = np.log(abs(np.linalg.det(jac)))
+        assert abs(log_det) > 0.05  # the map is not volume-preserving
+        # d log p / dt = -tr(df/dz): integrating back from t1 to t0 accumulates
+        # +int tr, so log|det dz/dx| = -l_end.
+        assert -float(l_end[i]) == pytest.approx(log_det, rel=1e-6, abs=1e-8)
+
+
+def test_hutchinson_estimate_averages_to_the_exact_trace():
+    cnf_exact, cnf_h = small_cnf(), small_cnf(trace="hutchinson")
+    z = tf.constant(np.repeat(X[:1], 4000, axis=0))
+    exact = -cnf_exact._exact(tf.constant(0.4, F64), tf.concat([z, tf.zeros((4000, 1), F64)], 1))
+    for noise in ("rademacher", "gaussian"):
+        cnf_h.noise = noise
+        e = cnf_h._probe(z)
+        if noise == "rademacher":
+            assert set(np.unique(e.numpy())) == {-1.0, 1.0}
+        state = tf.concat([z, tf.zeros((4000, 1), F64), e], 1)
+        est = -cnf_h._hutchinson(tf.constant(0.4, F64), state)[:, 2].numpy()
+        se = est.std() / np.sqrt(len(est))
+        assert abs(est.mean() - float(exact[0, 2])) < 4 * se + 1e-12
+
+
+def test_hutchinson_log_density_is_unbiased():
+    cnf_exact, cnf_h = small_cnf(), small_cnf(trace="hutchinson")
+    x = tf.constant(np.repeat(X[1:2], 2000, axis=0))
+    est = cnf_h.log_prob(x).numpy()
+    exact = float(cnf_exact.log_prob(tf.constant(X[1:2]))[0])
+    assert abs(est.mean() - exact) < 4 * est.std() / np.sqrt(len(est)) + 1e-9
+
+
+def test_sampling_then_evaluating_round_trips():
+    cnf = small_cnf()
+    z0 = tf.constant(np.random.default_rng(1).normal(size=(6, 2)))
+    x, log_q = cnf.sample(z=z0)
+    np.testing.assert_allclose(cnf.log_prob(x).numpy(), log_q.numpy(), rtol=1e-7, atol=1e-8)
+    z_back, _ = cnf.integrate(x, cnf.t1, cnf.t0)
+    np.testing.assert_allclose(z_back.numpy(), z0.numpy(), atol=1e-7)
+
+
+def test_cnf_log_density_is_normalised():
+    cnf = small_cnf()
+    g = np.linspace(-6, 6, 121)
+    grid = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
+    mass = np.exp(cnf.log_prob(tf.constant(grid)).numpy()).sum() * (g[1] - g[0]) ** 2
+    assert mass == pytest.approx(1.0, abs=0.02)
+
+
+def planar(k=5, seed=0):
+    nf = PlanarFlow(k, 2, dtype="float64")
+    nf.build()
+    rng = np.random.default_rng(seed)
+    for v in nf.trainable_variables:
+        v.assign(rng.normal(0, 1.0, v.shape))
+    return nf
+
+
+def test_planar_log_det_equals_the_numerical_one():
+    nf = planar()
+    z = np.random.default_rng(2).normal(size=(4, 2))
+    _, logdet = nf(tf.constant(z))
+    h = 1e-6
+    for i in range(4):
+        jac = np.zeros((2, 2))
+        for j in range(2):
+            e = np.zeros((1, 2))
+            e[0, j] = h
+            jac[:, j] = (nf(tf.constant(z[i:i + 1] + e))[0].numpy()[0]
+                         - nf(tf.constant(z[i:i + 1] - e))[0].numpy()[0]) / (2 * h)
+        assert float(logdet[i]) == pytest.approx(np.log(abs(np.linalg.det(jac))), abs=1e-7)
+
+
+def test_planar_constraint_keeps_it_invertible_and_the_inverse_is_exact():
+    nf = planar(8, seed=3)
+    wu = tf.reduce_sum(nf.w * nf.constrained_u(), -1).numpy()
+    assert np.all(wu >= -1.0 - 1e-12)
+    z = tf.constant(np.random.default_rng(4).normal(size=(50, 2)))
+    x, logdet = nf(z)
+    z_back, logdet_back = nf.inverse(x)
+    np.testing.assert_allclose(z_back.numpy(), z.numpy(), atol=1e-10)
+    np.testing.assert_allclose(logdet_back.numpy(), logdet.numpy(), atol=1e-10)
+    np.testing.assert_allclose(nf.log_prob(x).numpy(), nf.sample(0, z=z)[1].numpy(), atol=1e-9)
+
+
+def test_energies_and_datasets():
+    z = tf.constant(np.random.default_rng(5).normal(size=(100, 2)))
+    for name in ("U1", "U2", "U3", "U4"):
+        assert np.all(np.isfinite(energy(name, z).numpy()))
+    with pytest.raises(ValueError, match="Unknown energy"):
+        energy("U9", z)
+    rng = np.random.default_rng(0)
+    c, m = two_circles(1000, rng), two_moons(1000, rng)
+    assert c.shape == m.shape == (1000, 2)
+    radii = np.sort(np.linalg.norm(c, axis=1))
+    assert radii[:400].mean() == pytest.approx(0.5, abs=0.05)
+    assert radii[-400:].mean() == pytest.approx(1.0, abs=0.05)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="trace must be"):
+        CNF(HyperPlanarDynamics(), trace="approx")
+    with pytest.raises(ValueError, match="reduce must be"):
+        HyperPlanarDynamics(reduce="max")
