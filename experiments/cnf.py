@@ -248,7 +248,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help="CPU run: 60 CNF / 1,500 NF density steps, 150 / 1,500 likelihood")
+                        help="CPU run: 300 CNF / 3,000 NF density steps, 300 / 1,000 likelihood")
     parser.add_argument("--cnf-iters", type=int, default=10_000, help="CNF density-matching steps")
     parser.add_argument("--nf-iters", type=int, default=500_000, help="NF density-matching steps")
     parser.add_argument("--ml-iters", type=int, default=10_000, help="CNF likelihood steps")
@@ -269,7 +269,7 @@ def main(argv=None):
     parser.add_argument("--out", default="results/cnf", help="output folder")
     args = parser.parse_args(argv)
     if args.quick:
-        defaults = {"cnf_iters": 60, "nf_iters": 1500, "ml_iters": 150, "nf_ml_iters": 1500}
+        defaults = {"cnf_iters": 300, "nf_iters": 3000, "ml_iters": 300, "nf_ml_iters": 1000}
         for key, value in defaults.items():
             if getattr(args, key) == parser.get_default(key):
                 setattr(args, key, value)
