@@ -82,3 +82,22 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def script_parser(doc: str):
+    """The argument parser of an experiment script: its docstring's first paragraph as
+    the description, defaults shown in ``--help``."""
+    import argparse
+
+    return argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+
+def save_figure(fig, path, dpi: int = 110):
+    """Lays out, writes (PNG, Agg backend) and closes a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path

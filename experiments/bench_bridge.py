@@ -10,7 +10,6 @@ table is printed and written as JSON.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
@@ -21,10 +20,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from experiments._common import (  # noqa: E402
+from experiments._common import (
+    # noqa: E402
     machine,
     markdown_table,
     median_time,
+    script_parser,
     single_thread_tf,
     write_json,
 )
@@ -175,8 +176,7 @@ def b5(mlp: SpiralMLP, func, variables, repeats: int = 300):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--methods", default="adams,lsoda", help="comma-separated methods")
     parser.add_argument("--tols", default="1e-3,1e-6,1e-8", help="comma-separated rtol=atol values")
     parser.add_argument("--batch", type=int, default=1000, help="points in the state")

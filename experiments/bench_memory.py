@@ -22,6 +22,8 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from experiments._common import save_figure, script_parser  # noqa: E402
+
 KINDS = ("odenet", "rknet", "resnet")
 
 
@@ -96,14 +98,11 @@ def plot(rows: list[dict], path) -> None:
            ylabel="peak memory of a training step (MiB)",
            title="Memory against depth (batch 128, MNIST model)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--lengths", default="1,4,16,64", help="integration lengths T")
     parser.add_argument("--kinds", default=",".join(KINDS), help="models to measure")
     parser.add_argument("--batch", type=int, default=128, help="batch size")

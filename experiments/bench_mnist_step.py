@@ -9,7 +9,6 @@ this benchmark belongs to ``experiments.compare`` (optional extra ``compare``).
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
@@ -17,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from experiments._common import machine, markdown_table, write_json  # noqa: E402
+from experiments._common import machine, markdown_table, script_parser, write_json  # noqa: E402
 
 
 def step_times(name: str, steps: int, batch: int, tol: float, method: str) -> dict:
@@ -51,8 +50,7 @@ def step_times(name: str, steps: int, batch: int, tol: float, method: str) -> di
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--models", default="odenet,rknet,resnet", help="models to time")
     parser.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
     parser.add_argument("--batch", type=int, default=128, help="batch size")

@@ -19,7 +19,6 @@ RMSprop steps); ``--quick`` is a CPU run.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import os
@@ -30,7 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from experiments._common import machine, markdown_table, write_json  # noqa: E402
+from experiments._common import machine, markdown_table, save_figure, script_parser, write_json  # noqa: E402
 
 TARGETS = ("U1", "U2", "U3")
 SIZES = (2, 8, 32)
@@ -165,11 +164,7 @@ def plot_density_matching(rows, samples, out: Path) -> Path:
         ax[r, 3].set(xscale="log", xlabel="K / M", ylabel="KL(q||p) - log Z",
                      title="loss against K / M")
         ax[r, 3].legend()
-    fig.tight_layout()
-    path = out / "density_matching.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "density_matching.png", dpi=90)
 
 
 def maximum_likelihood(args, out: Path) -> list[dict]:
@@ -239,14 +234,11 @@ def plot_likelihood(name, data, cnf, nf, path: Path) -> None:
                     x = x + np.tanh(x @ nf.w[j].numpy() + nf.b[j].numpy())[:, None] * u[j].numpy()
             ax[row, i + 2].scatter(x[:, 0], x[:, 1], s=1)
             ax[row, i + 2].set(xlim=(-2, 2), ylim=(-2, 2), title=f"{label} {int(f * 100)}%")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path, dpi=80)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--quick", action="store_true",
                         help="CPU run: 300 CNF / 3,000 NF density steps, 300 / 1,000 likelihood")
     parser.add_argument("--cnf-iters", type=int, default=10_000, help="CNF density-matching steps")

@@ -21,7 +21,6 @@ is a CPU run: a few epochs on (by default) the offline subset.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import os
@@ -33,7 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from experiments._common import machine, markdown_table, write_json  # noqa: E402
+from experiments._common import machine, markdown_table, save_figure, script_parser, write_json  # noqa: E402
 from experiments.mnist_models import MODELS, PAPER_TABLE1, build_model, ode_block  # noqa: E402
 
 PAPER_BOUNDARIES = (60, 100, 140)
@@ -185,11 +184,7 @@ def figure3(out: Path, sweep, batches_csv: Path, epochs_nfe, paper_note: str) ->
     ax[3].plot(np.arange(1, len(epochs_nfe) + 1), epochs_nfe, "o-")
     ax[3].set(xlabel="epoch", ylabel="NFE forward (epoch mean)", title="(d) NFE vs training")
     fig.suptitle(paper_note, fontsize=9)
-    fig.tight_layout()
-    path = out / "figure3.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "figure3.png")
 
 
 def write_table1(out: Path, results: dict, memory: dict, data_info: dict) -> str:
@@ -218,8 +213,7 @@ def write_table1(out: Path, results: dict, memory: dict, data_info: dict) -> str
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated models")
     parser.add_argument("--epochs", type=int, default=PAPER_EPOCHS, help="training epochs")
     parser.add_argument("--quick", action="store_true",

@@ -16,7 +16,6 @@ Writes ``log.csv``, ``results.json`` and ``trajectories.png`` under ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import time
@@ -26,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from experiments._common import machine, write_json  # noqa: E402
+from experiments._common import machine, save_figure, script_parser, write_json  # noqa: E402
 
 TRUE_A = np.array([[-0.1, 2.0], [-2.0, -0.1]])
 TRUE_Y0 = np.array([2.0, 0.0])
@@ -138,14 +137,11 @@ def plot(path: Path, t, ys, pred, history):
     axes[2].plot(its, [h["nfe_backward"] for h in history], "s-", label="NFE-B")
     axes[2].set(title="Function evaluations per training step", xlabel="iteration")
     axes[2].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--niters", type=int, default=2000, help="training iterations")
     parser.add_argument("--method", default="adams", help="tfode method (adams is the paper's)")
     parser.add_argument("--tol", type=float, default=1e-6, help="rtol = atol, forward and adjoint")
