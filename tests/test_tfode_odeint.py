@@ -422,3 +422,16 @@ def test_nested_odeint_with_another_integrator_works():
     ys = tfode.odeint(inner, tf.ones([2], F64), [0.0, 1.0], method="lsoda", rtol=1e-10,
                       atol=1e-12)
     np.testing.assert_allclose(ys[-1].numpy(), np.exp(-np.exp(-1.0)), rtol=1e-7)
+
+
+def test_fixed_step_statistics_count_stages_and_backward_only_with_a_gradient():
+    v = tf.Variable(0.5, dtype=F64)
+    stats = tfode.SolveStats()
+    with tf.GradientTape() as tape:
+        ys = tfode.odeint(lambda t, y: -v * y, tf.ones([2], F64), [0.0, 0.5, 1.0],
+                          method="rk4", options={"num_steps": 3}, stats=stats)
+        assert stats.as_dict()["nfe_forward"] == 4 * 3 * 2
+        assert stats.as_dict()["nfe_backward"] == 0
+        loss = tf.reduce_sum(ys)
+    tape.gradient(loss, v)
+    assert stats.as_dict()["nfe_backward"] == 24 and stats.as_dict()["steps_forward"] == 6

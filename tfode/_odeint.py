@@ -125,9 +125,23 @@ def _fixed(func, y0, t, method, options, stats):
                          "is built; t has an unknown length.")
     counts = steps_per_interval(t, **options)
     ys, nfev = fixed_odeint(func, y0, t, method, counts)
-    if stats is not None:
-        stats.record("forward", [nfev, 0, sum(counts), 0, 0])
-    return ys
+    if stats is None:
+        return ys
+    vector = [nfev, 0, sum(counts), 0, 0]
+    with tf.control_dependencies(stats.record("forward", vector)):
+        ys = tf.identity(ys)
+
+    @tf.custom_gradient
+    def mark_backward(x):
+        # Backpropagation through the steps takes one VJP per forward evaluation:
+        # recorded when (and only when) the gradient is computed.
+        def grad(dy):
+            with tf.control_dependencies(stats.record("backward", vector)):
+                return tf.identity(dy)
+
+        return tf.identity(x), grad
+
+    return mark_backward(ys)
 
 
 class _Solver:
