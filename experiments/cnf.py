@@ -163,6 +163,8 @@ def plot_density_matching(rows, samples, out: Path) -> Path:
             ax[r, 3].plot(*zip(*pts), style, label="NF (K)" if kind == "nf" else "CNF (M)")
         ax[r, 3].set(xscale="log", xlabel="K / M", ylabel="KL(q||p) - log Z",
                      title="loss against K / M")
+        ax[r, 3].set_xticks(SIZES, [str(k) for k in SIZES])
+        ax[r, 3].minorticks_off()
         ax[r, 3].legend()
     return save_figure(fig, out / "density_matching.png", dpi=90)
 
