@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
-import time
 from pathlib import Path
 
 
@@ -52,16 +50,6 @@ def single_thread_tf() -> None:
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:  # already initialised
         pass
-
-
-def median_time(fn, repeats: int = 3):
-    """Runs ``fn`` ``repeats`` times; returns (median seconds, last result)."""
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
 
 
 def write_json(path: str | Path, payload: dict) -> Path:

@@ -60,22 +60,25 @@ def make_dataset(x, y, batch: int, train: bool, seed: int = 0):
     return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
 
 
-class EpochTimer:
-    """Keras callback factory: records wall time per epoch into the epoch logs."""
+def read_csv(path: Path) -> list[dict]:
+    """The rows of a CSV file as dictionaries."""
+    with open(path, encoding="utf-8", newline="") as fh:
+        return list(csv.DictReader(fh))
 
-    @staticmethod
-    def make():
-        import keras
 
-        class _Timer(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                self._start = time.perf_counter()
+def epoch_timer():
+    """A Keras callback that adds the epoch's wall time to the epoch logs."""
+    import keras
 
-            def on_epoch_end(self, epoch, logs=None):
-                if logs is not None:
-                    logs["epoch_time_s"] = time.perf_counter() - self._start
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
 
-        return _Timer()
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                logs["epoch_time_s"] = time.perf_counter() - self._start
+
+    return EpochTimer()
 
 
 def train_model(name: str, data, args, out: Path, extra_callbacks=()) -> dict:
@@ -104,7 +107,7 @@ def train_model(name: str, data, args, out: Path, extra_callbacks=()) -> dict:
         keras.callbacks.BackupAndRestore(str(ckpt)),  # every epoch; resumes
         keras.callbacks.LearningRateScheduler(
             lambda e: lr_schedule(args.lr, args.batch_size, args.boundaries, e)),
-        EpochTimer.make(),
+        epoch_timer(),
     ]
     if block is not None:
         callbacks.append(NFELogger(block, csv_path=str(batches_csv)))
@@ -116,7 +119,7 @@ def train_model(name: str, data, args, out: Path, extra_callbacks=()) -> dict:
     model.fit(train_ds, epochs=args.epochs, callbacks=callbacks, verbose=args.verbose,
               shuffle=False)  # the dataset shuffles itself
     _, acc, *_ = model.evaluate(test_ds, verbose=0)
-    rows = list(csv.DictReader(open(log_csv, encoding="utf-8")))
+    rows = read_csv(log_csv)
     model.save(out / f"{name}.keras")
     result = {"model": name, "test_error_pct": 100.0 * (1.0 - float(acc)),
               "params": int(model.count_params()),
@@ -171,7 +174,7 @@ def figure3(out: Path, sweep, batches_csv: Path, epochs_nfe, paper_note: str) ->
               title="(a) error vs NFE (tolerance sweep)")
     ax[1].plot(nfe, [r["forward_time_s"] for r in sweep], "o-")
     ax[1].set(xlabel="NFE forward", ylabel="forward time (s)", title="(b) time vs NFE")
-    rows = list(csv.DictReader(open(batches_csv, encoding="utf-8"))) if batches_csv.exists() else []
+    rows = read_csv(batches_csv) if batches_csv.exists() else []
     if rows:
         f = np.array([float(r["nfe_forward"]) for r in rows])
         b = np.array([float(r["nfe_backward"]) for r in rows])

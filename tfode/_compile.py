@@ -140,7 +140,7 @@ class Callbacks:
     """
 
     def __init__(self, func, dtype, shape, variables, integrator, jit_compile,
-                 rediscover: bool = True):
+                 rediscover: bool = False):
         self._func, self._dtype, self._shape = func, dtype, tuple(shape)
         self._integrator = integrator
         self._variables = list(variables)
@@ -248,11 +248,14 @@ class CompiledDynamics:
     list, so repeated ``odeint`` calls on the same function trace nothing new.
     """
 
-    def __init__(self, func, dtype, spec_shape, integrator, variables, jit_compile):
+    def __init__(self, func, dtype, spec_shape, integrator, variables, jit_compile,
+                 replica=None):
         self.func, self.dtype = func, dtype
         self.integrator, self.jit_compile = integrator, jit_compile
         discovered = discover_variables(func, dtype, spec_shape, integrator)
-        self.explicit = variables is not None
+        # Under a distribution strategy the callbacks must find the variables they read
+        # again (see Callbacks); elsewhere the discovered ones are the ones read.
+        self.rediscover = variables is None and replica is not None
         if variables is None:
             self.variables = discovered
         else:
@@ -277,7 +280,7 @@ class CompiledDynamics:
                 cb = self._callbacks.get(key)
                 if cb is None:
                     cb = Callbacks(self.func, self.dtype, key, self.variables, self.integrator,
-                                   self.jit_compile, rediscover=not self.explicit)
+                                   self.jit_compile, rediscover=self.rediscover)
                     self._callbacks[key] = cb
         return cb
 
@@ -301,6 +304,8 @@ def _replica_id():
 
     Each replica reads its own components of mirrored variables, so each gets its
     own compiled dynamics: the gradient must reach that replica's components."""
+    if not tf.distribute.has_strategy():
+        return None
     ctx = tf.distribute.get_replica_context()
     if ctx is None:
         return None
@@ -312,13 +317,15 @@ def compile_dynamics(func, dtype, spec_shape, integrator, variables=None,
                      jit_compile="auto") -> CompiledDynamics:
     """Returns the (cached) :class:`CompiledDynamics` of ``func``."""
     shape = tuple(tf.TensorShape(spec_shape).as_list())
-    key = (id(func), _replica_id(), dtype, shape, integrator, jit_compile,
+    replica = _replica_id()
+    key = (id(func), replica, dtype, shape, integrator, jit_compile,
            None if variables is None else tuple(id(v) for v in variables))
     entry = _cache.get(key)
     if entry is not None and entry[0]() is func:
         _cache.move_to_end(key)
         return entry[1]
-    compiled = CompiledDynamics(func, dtype, spec_shape, integrator, variables, jit_compile)
+    compiled = CompiledDynamics(func, dtype, spec_shape, integrator, variables, jit_compile,
+                                replica)
     try:
         ref = weakref.ref(func)
     except TypeError:  # not weak-referenceable: not cached
