@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import platform
@@ -89,3 +90,66 @@ def save_figure(fig, path, dpi: int = 110):
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
+
+
+def write_table(stem: Path, rows: list[dict], columns: list[str]) -> str:
+    """Prints ``rows`` as a markdown table and writes it as ``stem.md`` and ``stem.csv``."""
+    table = markdown_table(rows, columns)
+    print("\n" + table)
+    stem = Path(stem)
+    stem.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
+    with open(stem.with_suffix(".csv"), "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return table
+
+
+def fit(loss_fn, variables, optimizer, iters: int, label: str, data=None, log_every: int = 0,
+        stats=None) -> list[dict]:
+    """The training loop of the experiments that train by iterations: one compiled
+    step per iteration, a Keras progress bar, and a history row per iteration.
+
+    Args:
+        loss_fn: ``loss_fn(batch) -> scalar``; ``batch`` is ``data()`` (an array or
+            a tuple of arrays, a fresh batch each iteration) or None.
+        variables: The variables to train.
+        optimizer: A Keras optimizer.
+        iters: Number of steps.
+        label: Printed before the bar.
+        data: Optional callable returning the next batch.
+        log_every: Update the bar every this many steps (0: every step).
+        stats: Optional :class:`tfode.SolveStats` of the model's solve: its forward
+            and backward evaluations are added to each history row and to the bar.
+
+    Returns:
+        One dict per iteration: ``iteration``, ``loss`` (and ``nfe_forward``,
+        ``nfe_backward`` with ``stats``).
+    """
+    import keras
+    import tensorflow as tf
+
+    @tf.function
+    def step(batch):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(batch)
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    history = []
+    names = ["loss"] + (["nfe_f", "nfe_b"] if stats is not None else [])
+    bar = keras.utils.Progbar(iters, stateful_metrics=names, verbose=1 if iters > 1 else 0)
+    print(f"-- {label}", flush=True)
+    for i in range(iters):
+        batch = None if data is None else tf.nest.map_structure(tf.constant, data())
+        row = {"iteration": i + 1, "loss": float(step(batch))}
+        if stats is not None:
+            nfe = stats.as_dict()
+            row.update(nfe_forward=nfe["nfe_forward"], nfe_backward=nfe["nfe_backward"])
+        history.append(row)
+        if log_every == 0 or (i + 1) % log_every == 0 or i + 1 == iters:
+            shown = [("loss", row["loss"])]
+            if stats is not None:
+                shown += [("nfe_f", row["nfe_forward"]), ("nfe_b", row["nfe_backward"])]
+            bar.update(i + 1, shown)
+    return history

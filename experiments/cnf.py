@@ -19,7 +19,6 @@ RMSprop steps); ``--quick`` is a CPU run.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import time
@@ -29,7 +28,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from experiments._common import machine, markdown_table, save_figure, script_parser, write_json  # noqa: E402
+from experiments._common import (  # noqa: E402
+    fit,
+    machine,
+    save_figure,
+    script_parser,
+    write_json,
+    write_table,
+)
 
 TARGETS = ("U1", "U2", "U3")
 SIZES = (2, 8, 32)
@@ -56,30 +62,6 @@ def two_moons(n: int, rng, noise: float = 0.06) -> np.ndarray:
 
 
 DATASETS = {"circles": two_circles, "moons": two_moons}
-
-
-def fit(loss_fn, variables, optimizer, iters: int, label: str, data=None, log_every: int = 0):
-    """The one training loop of this experiment, one compiled step per iteration.
-
-    ``loss_fn(batch)`` gets ``data()`` (a fresh batch, or None) each iteration."""
-    import keras
-    import tensorflow as tf
-
-    @tf.function
-    def step(batch):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(batch)
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        return loss
-
-    history = []
-    bar = keras.utils.Progbar(iters, stateful_metrics=["loss"], verbose=1 if iters > 1 else 0)
-    print(f"-- {label}", flush=True)
-    for i in range(iters):
-        history.append(float(step(None if data is None else tf.constant(data()))))
-        if log_every == 0 or (i + 1) % log_every == 0 or i + 1 == iters:
-            bar.update(i + 1, [("loss", history[-1])])
-    return history
 
 
 def build_cnf(width: int, args, t1: float = 1.0, base_scale: float = 1.0):
@@ -276,28 +258,18 @@ def main(argv=None):
     if "density" not in args.skip:
         rows, samples = density_matching(args, out)
         summary["density_matching"] = rows
-        _write_table(out / "density_matching", rows,
+        write_table(out / "density_matching", rows,
                      ["target", "model", "size", "iterations", "kl_loss", "train_s"])
         summary["density_figure"] = str(plot_density_matching(rows, samples, out))
     if "ml" not in args.skip:
         rows = maximum_likelihood(args, out)
         summary["maximum_likelihood"] = rows
-        _write_table(out / "likelihood", rows,
+        write_table(out / "likelihood", rows,
                      ["dataset", "model", "iterations", "test_nll", "train_s"])
     summary["wall_s"] = time.perf_counter() - start
     write_json(out / "results.json", summary)
     print(f"wrote {out}/results.json and the tables and figures beside it")
     return summary
-
-
-def _write_table(stem: Path, rows: list[dict], cols: list[str]) -> None:
-    table = markdown_table(rows, cols)
-    print("\n" + table)
-    stem.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
-    with open(stem.with_suffix(".csv"), "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,403 @@
+"""Latent ODEs on irregularly sampled spirals (Section 5, Table 2, Figures 7 and 8).
+
+1. Table 2: bidirectional 2-D spirals (``experiments/latent_data.py``), each observed
+   at n in {30, 50, 100} irregular times of a 100-point window; every model predicts
+   the 100 points after the window, and the test RMSE against the noise-free spiral
+   is reported for each n, at several noise levels, beside the paper's numbers.
+   Models: the latent ODE (``tfode.latent.LatentODE``: RNN encoder of 25 units run
+   backward over observations and time gaps, 4-d latent, dynamics and decoder with
+   one hidden layer of 20 units, trained on the ELBO), an RNN of 25 units trained
+   on the Gaussian negative log-likelihood of the next observation, and the same RNN
+   with the time gap to the next observation as an extra input.
+2. Figure 8: reconstructions and extrapolations of test spirals (RNN against latent
+   ODE) and latent trajectories.
+3. Figure 7: a latent ODE with an intensity network fitted to a toy inhomogeneous
+   Poisson process by the ELBO of the Poisson process likelihood, the integral of the
+   intensity solved as an extra state; the learned intensity against the events.
+
+The paper's tolerance (SciPy odeint's 1.49e-8, LSODA) is the default; ``--tol``
+loosens it. ``--quick`` is a CPU run (about 20 minutes on two cores): fewer
+iterations, minibatches of 100 and tolerance 1e-5.
+
+    python -m experiments.latent_ode --quick
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from experiments._common import (  # noqa: E402
+    fit,
+    machine,
+    save_figure,
+    script_parser,
+    write_json,
+    write_table,
+)
+from experiments.latent_data import poisson_events, rmse, spirals, subsample  # noqa: E402
+
+#: Table 2 of the paper: predictive RMSE on the test set.
+PAPER_TABLE2 = {"RNN": {30: 0.3937, 50: 0.3202, 100: 0.1813},
+                "Latent ODE": {30: 0.1642, 50: 0.1502, 100: 0.1346}}
+MODELS = {"latent_ode": "Latent ODE", "rnn": "RNN", "rnn_dt": "RNN + time gaps"}
+
+
+def build_rnn(time_input: bool, units: int = 25, obs_dim: int = 2):
+    """The RNN baselines: a tanh RNN of ``units`` whose head gives the mean and log
+    standard deviation of the next observation; with ``time_input`` the gap to the
+    next observation is concatenated to each input."""
+    import keras
+    import tensorflow as tf
+
+    from tfode.latent import gaussian_log_prob
+
+    class RNNBaseline(keras.Model):
+        def __init__(self):
+            super().__init__(dtype="float64")
+            self.cell = keras.layers.SimpleRNNCell(units, dtype="float64")
+            self.rnn = keras.layers.RNN(self.cell, return_sequences=True, return_state=True,
+                                        dtype="float64")
+            self.head = keras.layers.Dense(2 * obs_dim, dtype="float64")
+            width = obs_dim + int(time_input)
+            self.rnn.build((None, None, width))
+            self.head.build((None, units))
+
+        def _inputs(self, x, gaps):
+            return tf.concat([x, gaps[..., None]], -1) if time_input else x
+
+        def nll(self, x, t):
+            """Mean Gaussian NLL of each next observation given the ones before."""
+            seq, _ = self.rnn(self._inputs(x[:, :-1], t[:, 1:] - t[:, :-1]))
+            mean, log_std = tf.split(self.head(seq), 2, -1)
+            return -tf.reduce_mean(tf.reduce_sum(
+                gaussian_log_prob(x[:, 1:], mean, tf.exp(log_std)), -1))
+
+        def predict_path(self, x, t, times):
+            """One-step predictions over the observations (``[B, n-1, D]``, each at
+            the next observation's time) and a rollout at the future ``times``
+            (``[B, len(times), D]``), feeding back its own mean predictions."""
+            gaps = tf.concat([t[:, 1:] - t[:, :-1], times[0] - t[:, -1:]], 1)
+            seq, h = self.rnn(self._inputs(x, gaps))
+            means = tf.split(self.head(seq), 2, -1)[0]
+            step = tf.fill(tf.shape(x[:, :1, 0]), times[1] - times[0])
+            pred, outputs = means[:, -1], [means[:, -1]]
+            for _ in range(len(times) - 1):
+                out, h = self.cell(self._inputs(pred[:, None], step)[:, 0], h)
+                pred = tf.split(self.head(out), 2, -1)[0]
+                outputs.append(pred)
+            return means[:, :-1], tf.stack(outputs, 1)
+
+    return RNNBaseline()
+
+
+def _done_key(noise: float, n: int, model: str) -> str:
+    return f"{model}/noise={noise:g}/n={n}"
+
+
+def train_spiral_model(kind: str, data, idx, args, out: Path) -> dict:
+    """Trains one Table 2 model on one (noise, n) setting and evaluates it."""
+    import keras
+    import tensorflow as tf
+
+    from tfode.latent import LatentODE
+
+    keras.utils.set_random_seed(args.seed)
+    n_tr, n_obs = data.n_train, data.n_obs
+    x_all = np.take_along_axis(data.noisy[:, :n_obs], idx[..., None], 1)
+    t_all = data.t[idx]
+    rng = np.random.default_rng(args.seed)
+    batch = min(args.batch, n_tr)
+
+    def draw():
+        pick = rng.choice(n_tr, batch, replace=False) if batch < n_tr else np.arange(n_tr)
+        return x_all[pick], t_all[pick]
+
+    stats = None
+    if kind == "latent_ode":
+        model = LatentODE(obs_std=data.noise_std, method=args.method, rtol=args.tol,
+                          atol=args.tol)
+        stats = model.stats
+
+        def loss_fn(b):
+            return -tf.reduce_mean(model.elbo(*b))
+    else:
+        model = build_rnn(time_input=kind == "rnn_dt")
+
+        def loss_fn(b):
+            return model.nll(*b)
+
+    iters = args.iters if kind == "latent_ode" else args.rnn_iters
+    label = f"{MODELS[kind]}, noise {data.noise_std:g}, n = {idx.shape[1]}"
+    start = time.perf_counter()
+    history = fit(loss_fn, model.trainable_variables, keras.optimizers.Adam(args.lr),
+                  iters, label, data=draw, log_every=max(1, iters // 50), stats=stats)
+    train_s = time.perf_counter() - start
+
+    test = slice(n_tr, None)
+    x_te, t_te = tf.constant(x_all[test]), tf.constant(t_all[test])
+    future = data.t[n_obs:]
+    if kind == "latent_ode":
+        path, z = model.predict_path(x_te, t_te, tf.constant(data.t))
+        path, z = path.numpy(), z.numpy()
+        recon, extrap = path[:, :n_obs], path[:, n_obs:]
+    else:
+        recon, extrap = (a.numpy() for a in model.predict_path(x_te, t_te, tf.constant(future)))
+        z = None
+    clean, noisy = data.clean[test], data.noisy[test]
+    row = {"model": MODELS[kind], "key": kind, "noise": data.noise_std, "n": idx.shape[1],
+           "rmse": rmse(extrap, clean[:, n_obs:]),
+           "rmse_vs_noisy": rmse(extrap, noisy[:, n_obs:]),
+           "iterations": iters, "batch": batch, "train_s": train_s,
+           "final_loss": history[-1]["loss"]}
+    if stats is not None:
+        tail = history[-max(1, len(history) // 10):]
+        row.update(tol=args.tol, method=args.method,
+                   nfe_forward=float(np.mean([h["nfe_forward"] for h in tail])),
+                   nfe_backward=float(np.mean([h["nfe_backward"] for h in tail])))
+    stem = f"{kind}_noise{data.noise_std:g}_n{idx.shape[1]}"
+    with open(out / f"history_{stem}.csv", "w", encoding="utf-8") as fh:
+        keys = list(history[0])
+        fh.write(",".join(keys) + "\n")
+        fh.writelines(",".join(str(h[k]) for k in keys) + "\n" for h in history)
+    keep = slice(0, args.figure_spirals)
+    np.savez(out / f"pred_{stem}.npz", recon=recon[keep], extrap=extrap[keep],
+             obs_index=idx[test][keep], z=np.zeros(0) if z is None else z[:, keep])
+    return row
+
+
+def table2(args, out: Path) -> list[dict]:
+    """Trains and evaluates every (noise, n, model), resuming from ``rows.json``."""
+    rows_path = out / "rows.json"
+    rows = json.loads(rows_path.read_text()) if args.resume and rows_path.exists() else []
+    done = {_done_key(r["noise"], r["n"], r["key"]) for r in rows}
+    for noise in args.noise:
+        data = spirals(noise_std=noise, seed=args.seed)
+        for n in args.n_obs:
+            idx = subsample(len(data.clean), data.n_obs, n, seed=args.seed + n)
+            for kind in args.models:
+                if _done_key(noise, n, kind) in done:
+                    print(f"-- {MODELS[kind]}, noise {noise:g}, n = {n}: done (resumed)")
+                    continue
+                rows.append(train_spiral_model(kind, data, idx, args, out))
+                write_json(rows_path, rows)  # the checkpoint --resume continues from
+                print(f"   test RMSE (100 future points) {rows[-1]['rmse']:.4f}", flush=True)
+    return rows
+
+
+def table2_markdown(rows: list[dict], n_obs) -> tuple[list[dict], list[str]]:
+    """Table 2 as rows: one per (model, noise), then the paper's."""
+    cols = ["model", "noise"] + [f"{n}/100" for n in n_obs]
+    table = {}
+    for r in rows:
+        entry = table.setdefault((r["model"], r["noise"]), {"model": r["model"],
+                                                            "noise": r["noise"]})
+        entry[f"{r['n']}/100"] = f"{r['rmse']:.4f}"
+    out = sorted(table.values(), key=lambda e: (-e["noise"], e["model"]))
+    for name, values in PAPER_TABLE2.items():
+        out.append({"model": f"{name} (paper)", "noise": "unpublished",
+                    **{f"{n}/100": f"{values[n]:.4f}" for n in n_obs if n in values}})
+    return out, cols
+
+
+def figure8(args, out: Path) -> Path | None:
+    """Figure 8: reconstruction and extrapolation of test spirals by the RNN (with
+    time gaps) and the latent ODE, for the noisiest setting and the fewest points;
+    and the latent ODE's latent trajectories."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    noise, n = max(args.noise), min(args.n_obs)
+    data = spirals(noise_std=noise, seed=args.seed)
+    files = {k: out / f"pred_{k}_noise{noise:g}_n{n}.npz" for k in ("rnn_dt", "latent_ode")}
+    if not all(f.exists() for f in files.values()):
+        return None
+    pred = {k: np.load(f) for k, f in files.items()}
+    test = slice(data.n_train, None)
+    clean, noisy, cw = data.clean[test], data.noisy[test], data.clockwise[test]
+    shown = [int(np.argmax(cw)), int(np.argmin(cw))]  # one clockwise, one counter-clockwise
+    fig, axes = plt.subplots(len(shown), 3, figsize=(13, 4.2 * len(shown)))
+    n_obs = data.n_obs
+    for row, i in enumerate(shown):
+        obs_index = pred["latent_ode"]["obs_index"][i]
+        for col, (key, title) in enumerate((("rnn_dt", "RNN + time gaps"),
+                                           ("latent_ode", "Latent ODE"))):
+            ax = axes[row, col]
+            ax.plot(*clean[i, :n_obs].T, color="0.6", lw=1, label="truth (observed window)")
+            ax.plot(*clean[i, n_obs:].T, color="0.6", lw=1, ls="--", label="truth (future)")
+            ax.scatter(*noisy[i, obs_index].T, s=10, color="k", label=f"{n} observations")
+            recon = pred[key]["recon"][i]
+            if key == "rnn_dt":
+                ax.plot(*recon.T, color="tab:green", lw=1.2, label="one-step predictions")
+            else:
+                ax.plot(*recon.T, color="tab:green", lw=1.2, label="reconstruction")
+            ax.plot(*pred[key]["extrap"][i].T, color="tab:red", lw=1.5, label="extrapolation")
+            ax.set_title(f"{title} ({'clockwise' if cw[i] else 'counter-clockwise'})")
+            ax.set_aspect("equal", "datalim")
+            if row == 0:
+                ax.legend(fontsize=7, loc="best")
+        ax = axes[row, 2]
+        z = pred["latent_ode"]["z"]
+        for j in range(z.shape[1]):
+            ax.plot(z[:n_obs, j, 0], z[:n_obs, j, 1], color="tab:red" if cw[j] else "tab:blue",
+                    lw=0.8, alpha=0.7)
+            ax.plot(z[n_obs:, j, 0], z[n_obs:, j, 1], color="tab:red" if cw[j] else "tab:blue",
+                    lw=0.8, alpha=0.7, ls=":")
+        ax.set_title("latent trajectories z1, z2 (red clockwise; dotted: future)")
+    fig.suptitle(f"Figure 8: noise {noise:g}, n = {n} irregular observations per spiral")
+    return save_figure(fig, out / "figure8_spirals.png")
+
+
+def poisson(args, out: Path) -> dict:
+    """Figure 7: a latent ODE with a Poisson process likelihood on toy event data."""
+    import keras
+    import tensorflow as tf
+
+    from tfode.latent import LatentODE
+
+    keras.utils.set_random_seed(args.seed)
+    ev = poisson_events(n_sequences=args.poisson_train + args.poisson_test, seed=args.seed)
+    n_tr = args.poisson_train
+    model = LatentODE(obs_dim=0, latent_dim=args.poisson_latent, intensity_units=20,
+                      method=args.method, rtol=args.tol, atol=args.tol)
+    rng = np.random.default_rng(args.seed)
+
+    def draw():
+        pick = rng.choice(n_tr, args.poisson_batch, replace=False)
+        return ev.times[pick], ev.mask[pick]
+
+    def loss_fn(b):
+        t, mask = b
+        return -tf.reduce_mean(model.poisson_elbo(t, ev.t_end, mask))
+
+    start = time.perf_counter()
+    history = fit(loss_fn, model.trainable_variables, keras.optimizers.Adam(args.lr),
+                  args.poisson_iters, "Poisson process latent ODE", data=draw,
+                  log_every=max(1, args.poisson_iters // 50), stats=model.stats)
+    train_s = time.perf_counter() - start
+
+    test = slice(n_tr, None)
+    t_te, m_te = tf.constant(ev.times[test]), tf.constant(ev.mask[test])
+    mean, _ = model.encode(None, t_te, m_te)
+    grid = np.linspace(0.0, ev.t_end, 201)
+    z_grid, _ = model.latent_trajectory(mean, tf.constant(grid), with_intensity=True)
+    rate = np.exp(model.log_intensity(z_grid).numpy()).T  # [test, grid]
+    # Test log-likelihood per event from the posterior mean, against the truth's and
+    # a homogeneous process's (rate = events / window).
+    model_ll = model.event_log_likelihood(mean, t_te, ev.t_end, m_te).numpy()
+    n_events = ev.mask[test].sum(1)
+    true_ll, flat_ll = [], []
+    for j, i in enumerate(range(n_tr, len(ev.times))):
+        s = ev.times[i][ev.mask[i]]
+        w, p, c = ev.omega[i], ev.phase[i], ev.scale
+        integral_true = c * (ev.t_end - (np.cos(w * ev.t_end + p) - np.cos(p)) / w)
+        true_ll.append(np.sum(np.log(ev.intensity(i, s))) - integral_true)
+        rate0 = max(n_events[j], 1) / ev.t_end
+        flat_ll.append(n_events[j] * np.log(rate0) - rate0 * ev.t_end)
+    total = n_events.sum()
+    result = {"train_sequences": n_tr, "test_sequences": int(len(n_events)),
+              "mean_events": float(ev.mask.sum(1).mean()), "iterations": args.poisson_iters,
+              "train_s": train_s, "final_loss": history[-1]["loss"],
+              "nfe_forward": history[-1]["nfe_forward"],
+              "nfe_backward": history[-1]["nfe_backward"],
+              "test_loglik_per_event": {"latent_ode": float(model_ll.sum() / total),
+                                        "true_intensity": float(np.sum(true_ll) / total),
+                                        "homogeneous": float(np.sum(flat_ll) / total)}}
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 6), sharex=True)
+    for ax, j in zip(axes.ravel(), range(4)):
+        i = n_tr + j
+        s = ev.times[i][ev.mask[i]]
+        ax.plot(grid, rate[j], color="tab:red", label="learned intensity")
+        ax.plot(grid, ev.intensity(i, grid), color="0.5", ls="--", label="true intensity")
+        ax.plot(s, np.zeros_like(s), "|", color="k", ms=14, label="events")
+        ax.set_ylim(-0.4, max(5.0, rate[j].max() * 1.1))
+    axes[0, 0].legend(fontsize=8)
+    for ax in axes[1]:
+        ax.set_xlabel("t")
+    fig.suptitle("Figure 7: latent ODE with a Poisson process likelihood (test sequences)")
+    result["figure"] = str(save_figure(fig, out / "figure7_poisson.png"))
+    return result
+
+
+def _parse_list(kind):
+    return lambda text: [kind(v) for v in text.split(",") if v]
+
+
+def main(argv=None):
+    from tfode.latent import PAPER_TOLERANCE
+
+    parser = script_parser(__doc__)
+    parser.add_argument("--quick", action="store_true",
+                        help="CPU run: 400 latent ODE / 3,000 RNN iterations, batches of 100, "
+                             "tolerance 1e-5, Poisson 300 iterations")
+    parser.add_argument("--iters", type=int, default=2000, help="training iterations per model")
+    parser.add_argument("--rnn-iters", type=int, default=5000,
+                        help="training iterations per RNN baseline (they are cheap)")
+    parser.add_argument("--batch", type=int, default=800, help="spirals per iteration")
+    parser.add_argument("--lr", type=float, default=0.01, help="Adam learning rate")
+    parser.add_argument("--tol", type=float, default=PAPER_TOLERANCE,
+                        help="rtol = atol of the latent solves (paper: SciPy's 1.49e-8)")
+    parser.add_argument("--method", default="odeint", help="solver (paper: SciPy odeint)")
+    parser.add_argument("--noise", type=_parse_list(float), default=[0.3, 0.1],
+                        help="noise standard deviations, comma separated")
+    parser.add_argument("--n-obs", type=_parse_list(int), default=[30, 50, 100],
+                        help="observations per spiral, comma separated")
+    parser.add_argument("--models", type=_parse_list(str), default=list(MODELS),
+                        help="comma list of " + ", ".join(MODELS))
+    parser.add_argument("--poisson-iters", type=int, default=1000, help="Poisson model steps")
+    parser.add_argument("--poisson-train", type=int, default=200, help="training sequences")
+    parser.add_argument("--poisson-test", type=int, default=50, help="test sequences")
+    parser.add_argument("--poisson-batch", type=int, default=16, help="sequences per step")
+    parser.add_argument("--poisson-latent", type=int, default=4, help="Poisson latent size")
+    parser.add_argument("--figure-spirals", type=int, default=20,
+                        help="test spirals kept for the figures")
+    parser.add_argument("--skip", default="", help="comma list of parts to skip: table2,poisson")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip the settings already in OUT/rows.json")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--out", default="results/latent_ode", help="output folder")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.models) - set(MODELS))
+    if unknown:
+        parser.error(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
+    if args.quick:
+        for key, value in {"iters": 400, "rnn_iters": 3000, "batch": 100, "tol": 1e-5,
+                           "poisson_iters": 300}.items():
+            if getattr(args, key) == parser.get_default(key):
+                setattr(args, key, value)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    summary = {"experiment": "latent_ode", "args": vars(args), "machine": machine()}
+    if "table2" not in args.skip:
+        rows = table2(args, out)
+        summary["runs"] = rows
+        table, cols = table2_markdown(rows, args.n_obs)
+        summary["table2"] = table
+        write_table(out / "table2", table, cols)
+        summary["figure8"] = str(figure8(args, out))
+    if "poisson" not in args.skip:
+        summary["poisson"] = poisson(args, out)
+        print(json.dumps(summary["poisson"]["test_loglik_per_event"], indent=1))
+    summary["wall_s"] = time.perf_counter() - start
+    write_json(out / "results.json", summary)
+    print(f"wrote {out}/results.json, table2.md/csv and the figures beside them")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+"""Latent ODE (Section 5): the spiral and event generators, the likelihoods against
+independent NumPy/SciPy computations, training, save/load and the experiment script."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy import integrate, stats
+
+from experiments.latent_data import poisson_events, rmse, spirals, subsample
+from tfode.latent import LatentODE, normal_kl, poisson_log_likelihood
+
+TOL = 1e-10
+
+
+# -- data ------------------------------------------------------------------------------
+def test_spirals_shapes_split_noise_and_determinism():
+    d = spirals(n_spirals=60, n_train=48, noise_std=0.2, seed=3)
+    assert d.t.shape == (200,) and d.clean.shape == d.noisy.shape == (60, 200, 2)
+    assert d.n_obs == 100 and d.n_train == 48 and d.clockwise.dtype == bool
+    np.testing.assert_allclose(np.diff(d.t), 6 * np.pi / 999)
+    assert d.t[0] == 0.0
+    assert 0 < d.clockwise.sum() < 60  # both directions
+    assert np.std(d.noisy - d.clean) == pytest.approx(0.2, rel=0.05)
+    again = spirals(n_spirals=60, n_train=48, noise_std=0.2, seed=3)
+    np.testing.assert_array_equal(d.noisy, again.noisy)
+    other = spirals(n_spirals=60, n_train=48, noise_std=0.2, seed=4)
+    assert not np.allclose(d.clean, other.clean)
+
+
+def test_spirals_lie_on_the_archimedean_and_hyperbolic_curves():
+    d = spirals(n_spirals=40, n_train=30, seed=0)
+    b = 0.3
+    for i in range(40):
+        p = d.clean[i]
+        if d.clockwise[i]:
+            rel = p - [-5.0, 0.0]
+            r = np.hypot(*rel.T)
+            z = b * 50.0 / r  # r = 50 b / z
+        else:
+            rel = p - [5.0, 0.0]
+            r = np.hypot(*rel.T)
+            z = r / b  # r = b z
+        np.testing.assert_allclose(rel, np.stack([r * np.cos(z), r * np.sin(z)], 1), atol=1e-9)
+        # Consecutive points are one grid step apart in z: forward (counter-clockwise)
+        # or backward (clockwise) in angle.
+        step = np.diff(z)
+        np.testing.assert_allclose(step, (-1 if d.clockwise[i] else 1) * 6 * np.pi / 999,
+                                   rtol=1e-6)
+
+
+def test_subsample_is_irregular_sorted_without_replacement_and_seeded():
+    idx = subsample(500, 100, 30, seed=7)
+    assert idx.shape == (500, 30) and idx.min() >= 0 and idx.max() < 100
+    assert (np.diff(idx, axis=1) > 0).all()  # sorted, distinct
+    assert len({tuple(r) for r in idx}) > 490  # independent per spiral
+    gaps = np.diff(idx, axis=1)
+    assert gaps.min() == 1 and gaps.max() > 5  # irregular
+    # Uniform without replacement: every index is kept with probability 30 / 100.
+    assert np.bincount(idx.ravel(), minlength=100).mean() / 500 == pytest.approx(0.3)
+    assert (np.bincount(idx.ravel(), minlength=100) / 500 > 0.2).all()
+    np.testing.assert_array_equal(idx, subsample(500, 100, 30, seed=7))
+    assert not np.array_equal(idx, subsample(500, 100, 30, seed=8))
+    np.testing.assert_array_equal(subsample(3, 100, 100), np.tile(np.arange(100), (3, 1)))
+    with pytest.raises(ValueError, match="n must be between 1 and n_obs"):
+        subsample(3, 100, 101)
+
+
+def test_rmse_by_hand():
+    prediction = np.array([[[0.0, 0.0], [3.0, 4.0]]])
+    assert rmse(prediction, np.zeros_like(prediction)) == pytest.approx(math.sqrt(25 / 4))
+    assert rmse(np.ones((5, 7, 2)) * 1.5, np.ones((5, 7, 2))) == pytest.approx(0.5)
+
+
+def test_poisson_events_follow_their_intensity():
+    ev = poisson_events(n_sequences=400, t_end=10.0, scale=2.0, seed=1)
+    counts = ev.mask.sum(1)
+    expected = [ev.scale * (ev.t_end - (np.cos(w * ev.t_end + p) - np.cos(p)) / w)
+                for w, p in zip(ev.omega, ev.phase)]
+    # Poisson counts: mean equals the integrated intensity; variance equals the mean.
+    assert counts.mean() == pytest.approx(np.mean(expected), rel=0.05)
+    assert np.var(counts - expected) == pytest.approx(np.mean(expected), rel=0.25)
+    for i in range(5):
+        s = ev.times[i][ev.mask[i]]
+        assert (np.diff(s) > 0).all() and s.min() >= 0 and s.max() <= ev.t_end
+        assert (ev.times[i][~ev.mask[i]] == 0).all()
+
+
+# -- model pieces against NumPy/SciPy -------------------------------------------------
+def _numpy_mlp(layer, activation):
+    w1, b1 = (v.numpy() for v in layer.inner.weights)
+    w2, b2 = (v.numpy() for v in layer.outer.weights)
+    act = {"elu": lambda a: np.where(a > 0, a, np.expm1(np.minimum(a, 0))),
+           "relu": lambda a: np.maximum(a, 0), "tanh": np.tanh}[activation]
+    return lambda z: act(z @ w1 + b1) @ w2 + b2
+
+
+def _small_model(**kwargs):
+    keras.utils.set_random_seed(0)
+    return LatentODE(rtol=TOL, atol=TOL, **kwargs)
+
+
+def test_observation_log_likelihood_matches_scipy_at_irregular_padded_times():
+    model = _small_model(obs_std=0.4)
+    rng = np.random.default_rng(0)
+    t = np.array([[0.0, 0.3, 1.1, 0.0], [0.2, 0.25, 0.9, 1.7], [0.5, 1.3, 0.0, 0.0]])
+    mask = np.array([[1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 0, 0]], bool)
+    x = rng.normal(size=(3, 4, 2))
+    z0 = rng.normal(size=(3, 4))
+    got = model.observation_log_likelihood(z0, x, t, mask).numpy()
+
+    f, dec = _numpy_mlp(model.dynamics, "elu"), _numpy_mlp(model.decoder, "relu")
+    for b in range(3):
+        times = t[b][mask[b]]
+        sol = integrate.solve_ivp(lambda _, z: f(z), (0.0, times[-1]), z0[b], t_eval=times,
+                                  method="DOP853", rtol=1e-11, atol=1e-12)
+        want = stats.norm.logpdf(x[b][mask[b]], dec(sol.y.T), 0.4).sum()
+        assert got[b] == pytest.approx(want, rel=1e-7)
+
+
+def test_elbo_is_likelihood_minus_analytic_kl():
+    model = _small_model()
+    x = np.random.default_rng(1).normal(size=(2, 5, 2))
+    t = np.tile(np.linspace(0.1, 1.0, 5), (2, 1))
+    mean, logvar = model.encode(x, t)
+    z0 = model.sample_z0(mean, logvar, seed=(3, 4))
+    want = model.observation_log_likelihood(z0, x, t) - normal_kl(mean, logvar)
+    np.testing.assert_allclose(model.elbo(x, t, seed=(3, 4)), want, rtol=1e-12)
+    # The KL against the two-Gaussian closed form, dimension by dimension.
+    m, v = mean.numpy(), np.exp(logvar.numpy())
+    kl = 0.5 * np.sum(v + m**2 - 1 - np.log(v), -1)
+    np.testing.assert_allclose(normal_kl(mean, logvar), kl, rtol=1e-12)
+
+
+def test_encoder_ignores_padding():
+    model = _small_model()
+    rng = np.random.default_rng(2)
+    x, t = rng.normal(size=(1, 6, 2)), np.sort(rng.uniform(0, 2, (1, 6)), 1)
+    padded_x = np.concatenate([x, rng.normal(size=(1, 3, 2)) * 100], 1)
+    padded_t = np.concatenate([t, [[7.0, 8.0, 9.0]]], 1)
+    mask = np.arange(9)[None] < 6
+    for a, b in zip(model.encode(x, t), model.encode(padded_x, padded_t, mask)):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def test_poisson_log_likelihood_closed_form_for_constant_intensity():
+    model = _small_model(obs_dim=0, intensity_units=8)
+    # lambda(z) = softplus(0 * hidden + c): constant.
+    model.intensity.outer.kernel.assign(np.zeros((8, 1)))
+    model.intensity.outer.bias.assign([0.7])
+    rate = math.log1p(math.exp(0.7))
+    t = np.array([[0.5, 1.0, 3.0, 0.0], [0.1, 0.2, 0.3, 4.5]])
+    mask = np.array([[1, 1, 1, 0], [1, 1, 1, 1]], bool)
+    z0 = np.random.default_rng(3).normal(size=(2, 4))
+    got = model.event_log_likelihood(z0, t, 5.0, mask).numpy()
+    want = mask.sum(1) * math.log(rate) - rate * 5.0
+    np.testing.assert_allclose(got, want, rtol=1e-8)
+    np.testing.assert_allclose(
+        poisson_log_likelihood(np.log(rate) * np.ones((2, 4)), rate * 5.0 * np.ones(2), mask),
+        want, rtol=1e-12)
+
+
+def test_poisson_log_likelihood_against_quadrature_for_a_moving_state():
+    model = _small_model(obs_dim=0, intensity_units=8)
+    # dz/dt = c (constant): z(t) = z0 + c t, and lambda(z(t)) varies along it.
+    model.dynamics.outer.kernel.assign(np.zeros((20, 4)))
+    c = np.array([0.5, -0.3, 0.2, 0.8])
+    model.dynamics.outer.bias.assign(c)
+    lam = _numpy_mlp(model.intensity, "tanh")
+    t = np.array([[0.4, 1.7, 2.2]])
+    z0 = np.array([[0.1, 0.2, -0.4, 0.3]])
+    got = float(model.event_log_likelihood(z0, t, 3.0).numpy()[0])
+
+    def rate(s):
+        return float(np.logaddexp(0.0, lam((z0[0] + c * s)[None]))[0, 0])  # softplus
+
+    integral, _ = integrate.quad(rate, 0.0, 3.0, epsabs=1e-12, epsrel=1e-12)
+    want = sum(math.log(rate(s)) for s in t[0]) - integral
+    assert got == pytest.approx(want, rel=1e-8)
+
+
+def test_elbo_gradients_match_backprop_through_rk4_and_finite_differences():
+    x = np.random.default_rng(4).normal(size=(2, 4, 2))
+    t = np.array([[0.1, 0.4, 0.5, 1.2], [0.3, 0.6, 0.9, 1.0]])
+
+    def gradient(model):
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_sum(model.elbo(x, t, seed=(1, 2)))
+        return loss, tape.gradient(loss, model.trainable_variables)
+
+    adjoint = _small_model()
+    # The reference: the same weights, backpropagation through fine fixed RK4 steps.
+    reference = _small_model(method="rk4", odeint_kwargs={"options": {"step_size": 1e-3}})
+    _, got = gradient(adjoint)
+    _, want = gradient(reference)
+    for g, w, v in zip(got, want, adjoint.trainable_variables):
+        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-8 * np.abs(w).max(), err_msg=v.path)
+    # Finite differences along a random direction of one dynamics kernel (a step of
+    # 1e-3: smaller steps drown in the adaptive solver's own noise).
+    var = adjoint.dynamics.inner.kernel
+    index = [v.path for v in adjoint.trainable_variables].index(var.path)
+    direction = np.random.default_rng(5).normal(size=var.shape)
+    base, eps = var.numpy(), 1e-3
+    values = []
+    for sign in (1, -1):
+        var.assign(base + sign * eps * direction)
+        values.append(float(-tf.reduce_sum(adjoint.elbo(x, t, seed=(1, 2)))))
+    var.assign(base)
+    fd = (values[0] - values[1]) / (2 * eps)
+    assert np.sum(got[index].numpy() * direction) == pytest.approx(fd, rel=1e-5)
+
+
+def test_elbo_is_finite_and_decreases_on_tiny_data():
+    d = spirals(n_spirals=24, n_train=16, noise_std=0.3, seed=0)
+    idx = subsample(24, 100, 12, seed=0)
+    x = np.take_along_axis(d.noisy[:16, :100], idx[:16, :, None], 1)
+    t = d.t[idx[:16]]
+    keras.utils.set_random_seed(0)
+    model = LatentODE(obs_std=0.3, rtol=1e-6, atol=1e-6)
+    opt = keras.optimizers.Adam(0.01)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_mean(model.elbo(x, t, seed=(0, 0)))
+        opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
+                                model.trainable_variables))
+        return loss
+
+    losses = [float(step()) for _ in range(12)]
+    assert np.isfinite(losses).all()
+    assert losses[-1] < 0.8 * losses[0]
+    assert model.stats.as_dict()["nfe_backward"] > 0
+
+
+def test_latent_ode_saves_and_loads(tmp_path):
+    model = _small_model(obs_std=0.2, intensity_units=5)
+    x = np.random.default_rng(6).normal(size=(2, 3, 2))
+    t = np.array([[0.1, 0.2, 0.7], [0.3, 0.5, 0.6]])
+    path = tmp_path / "latent.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.obs_std == 0.2 and loaded.intensity_units == 5 and loaded.rtol == TOL
+    for a, b in zip(model.encode(x, t), loaded.encode(x, t)):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    np.testing.assert_allclose(model.elbo(x, t, seed=(1, 1)), loaded.elbo(x, t, seed=(1, 1)),
+                               rtol=1e-9)
+
+
+def test_poisson_needs_an_intensity_network():
+    with pytest.raises(ValueError, match="intensity_units > 0"):
+        _small_model().latent_trajectory(np.zeros((1, 4)), [1.0], with_intensity=True)
+
+
+# -- the experiment --------------------------------------------------------------------
+def test_experiment_tiny_run_writes_table_figures_and_resumes(tmp_path):
+    from experiments import latent_ode
+
+    argv = ["--iters", "2", "--rnn-iters", "3", "--batch", "20", "--tol", "1e-4", "--n-obs",
+            "30", "--noise", "0.3", "--poisson-iters", "2", "--poisson-train", "20",
+            "--poisson-test", "4", "--poisson-batch", "4", "--out", str(tmp_path)]
+    summary = latent_ode.main(argv)
+    assert {r["model"] for r in summary["runs"]} == set(latent_ode.MODELS.values())
+    for r in summary["runs"]:
+        assert np.isfinite(r["rmse"]) and r["rmse"] > 0
+    lo = next(r for r in summary["runs"] if r["key"] == "latent_ode")
+    assert lo["nfe_forward"] > 0 and lo["nfe_backward"] > 0
+    table = (tmp_path / "table2.md").read_text()
+    assert "Latent ODE (paper)" in table and "0.1642" in table
+    for name in ("figure8_spirals.png", "figure7_poisson.png", "table2.csv", "results.json"):
+        assert (tmp_path / name).stat().st_size > 0
+    ll = summary["poisson"]["test_loglik_per_event"]
+    assert set(ll) == {"latent_ode", "true_intensity", "homogeneous"}
+    # --resume skips every finished setting.
+    again = latent_ode.main(argv + ["--resume", "--skip", "poisson"])
+    assert [r["train_s"] for r in again["runs"]] == [r["train_s"] for r in summary["runs"]]
+    assert json.loads((tmp_path / "rows.json").read_text()) == again["runs"]
