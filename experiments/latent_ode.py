@@ -244,14 +244,15 @@ def figure8(args, out: Path) -> Path | None:
             ax.set_aspect("equal", "datalim")
             if row == 0:
                 ax.legend(fontsize=7, loc="best")
-        ax = axes[row, 2]
+        # Latent trajectories of the kept test spirals: (z1, z2) above, (z3, z4) below.
+        ax, (d1, d2) = axes[row, 2], [(0, 1), (2, 3)][row % 2]
         z = pred["latent_ode"]["z"]
         for j in range(z.shape[1]):
-            ax.plot(z[:n_obs, j, 0], z[:n_obs, j, 1], color="tab:red" if cw[j] else "tab:blue",
-                    lw=0.8, alpha=0.7)
-            ax.plot(z[n_obs:, j, 0], z[n_obs:, j, 1], color="tab:red" if cw[j] else "tab:blue",
-                    lw=0.8, alpha=0.7, ls=":")
-        ax.set_title("latent trajectories z1, z2 (red clockwise; dotted: future)")
+            color = "tab:red" if cw[j] else "tab:blue"
+            ax.plot(z[:n_obs, j, d1], z[:n_obs, j, d2], color=color, lw=0.8, alpha=0.7)
+            ax.plot(z[n_obs:, j, d1], z[n_obs:, j, d2], color=color, lw=0.8, alpha=0.7, ls=":")
+        ax.set_title(f"latent z{d1 + 1}, z{d2 + 1} (red: clockwise; dotted: future)",
+                     fontsize=10)
     fig.suptitle(f"Figure 8: noise {noise:g}, n = {n} irregular observations per spiral")
     return save_figure(fig, out / "figure8_spirals.png")
 
