@@ -1,0 +1,122 @@
+"""tfode beside PyTorch/torchdiffeq (optional ``compare`` extra; skipped without torch):
+weight transfer both ways, and values and gradients of the same problem in tfode,
+torchdiffeq and autograd's odeint."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+torch = pytest.importorskip("torch")
+torchdiffeq = pytest.importorskip("torchdiffeq")
+
+from experiments import torch_models as tm  # noqa: E402
+
+
+def test_spiral_mlp_transfer_both_ways_gives_the_same_function():
+    from experiments.ode_demo import build_model
+
+    keras_model = build_model(seed=3)
+    y = np.random.default_rng(0).normal(size=(7, 2))
+    twin = tm.keras_to_torch(keras_model, tm.SpiralMLP().double())
+    want = keras_model(y ** 3).numpy()
+    got = twin(0.0, torch.tensor(y)).detach().numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    # And back: a fresh torch model's weights into a fresh Keras model.
+    torch.manual_seed(1)
+    other = tm.SpiralMLP().double()
+    fresh = tm.torch_to_keras(other, build_model(seed=4))
+    np.testing.assert_allclose(fresh(y ** 3).numpy(),
+                               other(0.0, torch.tensor(y)).detach().numpy(), rtol=1e-12)
+
+
+def test_mnist_ode_function_transfer_both_ways_permutes_the_time_channel():
+    from tfode.layers import ConvODEFunc
+
+    keras.utils.set_random_seed(0)
+    func = ConvODEFunc(8)
+    func.build((None, 5, 5, 8))
+    # Non-trivial norms too, so that every weight matters.
+    for norm in (func.norm1, func.norm2, func.norm3):
+        norm.gamma.assign(np.random.default_rng(1).normal(1, 0.3, 8).astype("float32"))
+        norm.beta.assign(np.random.default_rng(2).normal(0, 0.3, 8).astype("float32"))
+    x = np.random.default_rng(3).normal(size=(3, 5, 5, 8)).astype("float32")
+    twin = tm.keras_to_torch(func, tm.ConvODEFunc(8))
+    for t in (0.0, 0.7):
+        want = func(tf.constant(t), x).numpy()
+        got = twin(torch.tensor(t), torch.tensor(x.transpose(0, 3, 1, 2))).detach().numpy()
+        np.testing.assert_allclose(got.transpose(0, 2, 3, 1), want, rtol=1e-4, atol=1e-5)
+    torch.manual_seed(5)
+    other = tm.ConvODEFunc(8)
+    back = ConvODEFunc(8)
+    back.build((None, 5, 5, 8))
+    tm.torch_to_keras(other, back)
+    np.testing.assert_allclose(
+        back(tf.constant(0.3), x).numpy(),
+        other(torch.tensor(0.3), torch.tensor(x.transpose(0, 3, 1, 2))).detach().numpy()
+        .transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-5)
+
+
+def test_transfer_rejects_mismatched_models():
+    from experiments.ode_demo import build_model
+
+    with pytest.raises(ValueError, match="Shape mismatch"):
+        tm.keras_to_torch(build_model(seed=0), tm.SpiralMLP(hidden=7))
+    with pytest.raises(TypeError, match="pairs with tfode.layers.ConvODEFunc"):
+        tm.keras_to_torch(build_model(seed=0), tm.ConvODEFunc(8))
+
+
+
+def test_values_and_gradients_agree_across_tfode_torchdiffeq_and_autograd():
+    from experiments.compare import B1
+
+    problem = B1("uniform", batch=20)
+    ref = problem.reference()
+    for label, run in problem.sides().items():
+        r = run(1e-8)
+        for key in ("ys", "y0", "params", "t"):
+            err = np.max(np.abs(r[key] - ref[key])) / np.max(np.abs(ref[key]))
+            assert err < 1e-5, f"{label}: {key} differs from the reference by {err:.2e}"
+        assert r["nfe_forward"] > 0
+        if "backprop" not in label:
+            assert r["nfe_backward"] > 0
+
+
+@pytest.mark.filterwarnings("ignore:float32 dynamics with rtol")
+def test_mnist_ode_block_output_and_gradients_agree_across_frameworks():
+    """tfode's adjoint and torchdiffeq's, both float32 at 1e-6, against a float64
+    torchdiffeq backprop reference at 1e-10 (float32 round-off limits both to ~1e-3)."""
+    import tfode
+    from experiments.compare import B2
+
+    problem = B2(batch=2, channels=8, size=5)
+    func = problem.func
+    x, w = tf.constant(problem.x), tf.constant(problem.w)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        out = tfode.odeint(func, x, tf.constant([0.0, 1.0]), method="adams", rtol=1e-6,
+                           atol=1e-6)[-1]
+        loss = tf.reduce_sum(out * w)
+    g_x, g_kernel = tape.gradient(loss, [x, func.conv1.conv.kernel])
+
+    def torch_side(dtype, solve, tol):
+        twin = tm.keras_to_torch(func, tm.ConvODEFunc(8)).to(dtype)
+        xt = torch.tensor(problem.x.transpose(0, 3, 1, 2).copy(), dtype=dtype,
+                          requires_grad=True)
+        wt = torch.tensor(problem.w.transpose(0, 3, 1, 2).copy(), dtype=dtype)
+        yt = solve(twin, xt, torch.tensor([0.0, 1.0], dtype=dtype), rtol=tol, atol=tol)[-1]
+        (yt * wt).sum().backward()
+        kernel = tm._to_keras_layout("concat_conv", twin.conv1.layer.weight.grad.numpy())
+        return (yt.detach().numpy().transpose(0, 2, 3, 1),
+                xt.grad.numpy().transpose(0, 2, 3, 1), kernel)
+
+    ref = torch_side(torch.float64, torchdiffeq.odeint, 1e-10)
+    peer = torch_side(torch.float32, torchdiffeq.odeint_adjoint, 1e-6)
+    for name, ours, theirs, want in zip(("output", "dL/dx", "dL/dkernel"),
+                                        (out.numpy(), g_x.numpy(), g_kernel.numpy()),
+                                        peer, ref):
+        scale = np.abs(want).max()
+        assert np.abs(ours - want).max() < 3e-3 * scale, f"tfode {name}"
+        assert np.abs(theirs - want).max() < 3e-3 * scale, f"torchdiffeq {name}"
