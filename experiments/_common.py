@@ -92,6 +92,17 @@ def save_figure(fig, path, dpi: int = 110):
     return path
 
 
+def finish(out: Path, summary: dict, start: float) -> dict:
+    """Ends an experiment: records its wall time (since ``start``, a
+    ``time.perf_counter()`` value) and writes ``out/results.json``."""
+    import time
+
+    summary["wall_s"] = time.perf_counter() - start
+    write_json(Path(out) / "results.json", summary)
+    print(f"wrote {out}/results.json and the tables and figures beside it")
+    return summary
+
+
 def write_table(stem: Path, rows: list[dict], columns: list[str]) -> str:
     """Prints ``rows`` as a markdown table and writes it as ``stem.md`` and ``stem.csv``."""
     table = markdown_table(rows, columns)

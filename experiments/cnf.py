@@ -29,11 +29,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from experiments._common import (  # noqa: E402
+    finish,
     fit,
     machine,
     save_figure,
     script_parser,
-    write_json,
     write_table,
 )
 
@@ -266,10 +266,7 @@ def main(argv=None):
         summary["maximum_likelihood"] = rows
         write_table(out / "likelihood", rows,
                      ["dataset", "model", "iterations", "test_nll", "train_s"])
-    summary["wall_s"] = time.perf_counter() - start
-    write_json(out / "results.json", summary)
-    print(f"wrote {out}/results.json and the tables and figures beside it")
-    return summary
+    return finish(out, summary, start)
 
 
 if __name__ == "__main__":

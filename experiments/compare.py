@@ -42,11 +42,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from experiments._common import (  # noqa: E402
+    finish,
     machine,
     save_figure,
     script_parser,
     single_thread_tf,
-    write_json,
     write_table,
 )
 
@@ -529,10 +529,7 @@ def main(argv=None):
                     ["side", "length", "batch", "nfe_forward", "nfe_backward",
                      "rss_before_mib", "peak_rss_mib", "peak_growth_mib",
                      "peak_ratio_to_first"])
-    summary["wall_s"] = time.perf_counter() - start
-    write_json(out / "results.json", summary)
-    print(f"wrote {out}/results.json and the tables and figures beside it")
-    return summary
+    return finish(out, summary, start)
 
 
 if __name__ == "__main__":

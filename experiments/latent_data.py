@@ -20,8 +20,9 @@ Spirals (Section 5; the unpublished choices follow the reference example's, see
 
 Poisson toy (Figure 7; the paper publishes only the figure): sequences of events on
 ``[0, t_end = 10]`` from intensities ``lambda(t) = c (1 + sin(w t + phi))`` with ``c = 2``,
-``w`` uniform on ``[0.6, 1.4]`` and ``phi`` uniform on ``[0, 2 pi)`` per sequence,
-sampled exactly by thinning a homogeneous process of rate ``2c``.
+``w = 1`` (optionally uniform on a range) and ``phi`` uniform on ``[0, 2 pi)`` per
+sequence (about 1.6 periods per window and 20 events per sequence), sampled exactly by
+thinning a homogeneous process of rate ``2c``.
 """
 
 from __future__ import annotations
@@ -123,10 +124,11 @@ class Events:
 
 
 def poisson_events(n_sequences: int = 200, t_end: float = 10.0, scale: float = 2.0,
-                   seed: int = 0) -> Events:
-    """Samples the toy Poisson process dataset (see the module docstring) by thinning."""
+                   omega=(1.0, 1.0), seed: int = 0) -> Events:
+    """Samples the toy Poisson process dataset (see the module docstring) by thinning;
+    ``omega`` is the range of the angular frequencies (fixed at 1 by default)."""
     rng = np.random.default_rng(seed)
-    omega = rng.uniform(0.6, 1.4, n_sequences)
+    omega = rng.uniform(omega[0], omega[1], n_sequences)
     phase = rng.uniform(0.0, 2 * np.pi, n_sequences)
     bound = 2.0 * scale
     sequences = []

@@ -34,6 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from experiments._common import (  # noqa: E402
+    finish,
     fit,
     machine,
     save_figure,
@@ -344,7 +345,7 @@ def main(argv=None):
     parser = script_parser(__doc__)
     parser.add_argument("--quick", action="store_true",
                         help="CPU run: 400 latent ODE / 3,000 RNN iterations, batches of 100, "
-                             "tolerance 1e-5, Poisson 300 iterations")
+                             "tolerance 1e-5, Poisson 600 iterations")
     parser.add_argument("--iters", type=int, default=2000, help="training iterations per model")
     parser.add_argument("--rnn-iters", type=int, default=5000,
                         help="training iterations per RNN baseline (they are cheap)")
@@ -377,7 +378,7 @@ def main(argv=None):
         parser.error(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
     if args.quick:
         for key, value in {"iters": 400, "rnn_iters": 3000, "batch": 100, "tol": 1e-5,
-                           "poisson_iters": 300}.items():
+                           "poisson_iters": 600}.items():
             if getattr(args, key) == parser.get_default(key):
                 setattr(args, key, value)
     out = Path(args.out)
@@ -394,10 +395,7 @@ def main(argv=None):
     if "poisson" not in args.skip:
         summary["poisson"] = poisson(args, out)
         print(json.dumps(summary["poisson"]["test_loglik_per_event"], indent=1))
-    summary["wall_s"] = time.perf_counter() - start
-    write_json(out / "results.json", summary)
-    print(f"wrote {out}/results.json, table2.md/csv and the figures beside them")
-    return summary
+    return finish(out, summary, start)
 
 
 if __name__ == "__main__":

@@ -252,6 +252,16 @@ def test_latent_ode_saves_and_loads(tmp_path):
                                rtol=1e-9)
 
 
+def test_event_only_encoder_reads_times_and_observation_models_need_x():
+    events = _small_model(obs_dim=0, intensity_units=4)
+    t = np.array([[0.5, 1.0, 3.0], [0.2, 2.0, 2.5]])
+    mean, _ = events.encode(None, t)
+    shifted, _ = events.encode(None, t + [[0.0, 0.0, 0.4], [0.0, 0.0, 0.0]])
+    assert not np.allclose(mean[0], shifted[0]) and np.allclose(mean[1], shifted[1])
+    with pytest.raises(ValueError, match="pass the observations x"):
+        _small_model().encode(None, t)
+
+
 def test_poisson_needs_an_intensity_network():
     with pytest.raises(ValueError, match="intensity_units > 0"):
         _small_model().latent_trajectory(np.zeros((1, 4)), [1.0], with_intensity=True)

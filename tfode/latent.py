@@ -144,7 +144,8 @@ class LatentODE(keras.Model):
     """The paper's latent ODE: RNN encoder, ODE in latent space, MLP decoder.
 
     Args:
-        obs_dim: Observation size (2 for the spirals; 0 for event-only data).
+        obs_dim: Observation size (2 for the spirals; 0 for event-only data, whose
+            encoder then reads each event's time beside its gap).
         latent_dim: Latent size (4 in the paper).
         rnn_units: Encoder RNN units (25).
         dynamics_units: Hidden units of the latent dynamics (20, one hidden layer).
@@ -183,7 +184,7 @@ class LatentODE(keras.Model):
         self.intensity = (MLP(intensity_units, 1, "tanh", dtype=policy, name="intensity")
                           if intensity_units else None)
         self.stats = SolveStats()
-        self.encoder.build((None, None, obs_dim))
+        self.encoder.build((None, None, obs_dim or 1))
         self.dynamics.build((None, latent_dim))
         if self.decoder is not None:
             self.decoder.build((None, latent_dim))
@@ -193,9 +194,13 @@ class LatentODE(keras.Model):
 
     # -- the pieces -------------------------------------------------------------------
     def encode(self, x, t, mask=None):
-        """``q(z0 | x)``: ``(mean, logvar)``, each ``[batch, latent_dim]``."""
+        """``q(z0 | x)``: ``(mean, logvar)``, each ``[batch, latent_dim]``. Event-only
+        models (``obs_dim=0``) take ``x=None``: the encoder reads the event times."""
         if x is None:
-            x = tf.zeros(tf.concat([tf.shape(t), [0]], 0), self.compute_dtype)
+            if self.obs_dim:
+                raise ValueError(f"This LatentODE has obs_dim={self.obs_dim}: pass the "
+                                 "observations x to encode them.")
+            x = tf.cast(t, self.compute_dtype)[..., None]
         return self.encoder(x, t, observed=mask)
 
     def log_intensity(self, z):
@@ -293,7 +298,8 @@ class LatentODE(keras.Model):
             t: Event times ``[batch, n]`` (padded; each row increasing in its real part).
             t_end: End of the observation window (scalar, ``>=`` every event time).
             mask: Optional bool ``[batch, n]`` marking real events.
-            x: Optional marks/observations at the events for the encoder.
+            x: Observations at the events for the encoder (models with
+                ``obs_dim > 0``); None for event-only models.
             seed: Optional stateless seed (two integers) of the reparameterisation noise.
         """
         mean, logvar = self.encode(x, t, mask)
