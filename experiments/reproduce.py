@@ -5,7 +5,7 @@ the spiral demo, MNIST (Table 1, Figure 3), continuous normalizing flows (Sectio
 the latent ODE (Table 2, Figures 7 and 8) and, when the optional ``compare`` extra
 (torch, torchdiffeq) is installed, the comparison with torchdiffeq and autograd.
 Then writes ``OUT/REPORT.md``: each table beside the paper's numbers, the solver
-statistics, and links to every figure. About 80 minutes on two CPU cores;
+statistics, and links to every figure. About an hour on two CPU cores;
 ``--reuse`` keeps the experiments whose ``results.json`` exists and only rebuilds what
 is missing; ``--report-only`` rebuilds the report from what is there.
 
@@ -137,6 +137,9 @@ def _latent(d: dict) -> list[str]:
         lines += ["Table 2, predictive RMSE on the 100 points after the observed window "
                   "(test set, against the noise-free spirals), ours at each noise level and "
                   "the paper's:", "", markdown_table(d["table2"], ["model", "noise", *n_cols])]
+        trained = sum(r.get("train_s", 0.0) for r in d.get("runs", []))
+        lines += ["", f"Training time of these {len(d.get('runs', []))} models: "
+                  f"{trained / 60:.1f} min."]
         runs = [r for r in d.get("runs", []) if r.get("nfe_forward") is not None]
         if runs:
             lines += ["", "Latent ODE solver statistics (mean over the last 10% of "
