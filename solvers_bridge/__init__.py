@@ -6,6 +6,9 @@ the autograd frontend (:mod:`solvers_bridge.autograd_ode`) both sit on it.
 Public surface:
     solve: integrate at requested times with a registered method.
     adjoint: integrate the augmented adjoint ODE backward (Algorithm 1 / App. C, D).
+    dense_solve, quadrature_adjoint, DenseSolution, DENSE_METHODS: the quadrature
+        adjoint for stiff dynamics (dense forward solution, adjoint alone backward,
+        parameter gradients by Gauss quadrature).
     METHODS, get_method: the method registry.
     SolveInfo, AdjointResult: diagnostics and gradients.
     SolverError, NestedSolveError: failures.
@@ -21,14 +24,22 @@ from solvers_bridge._methods import (
     Method,
     get_method,
 )
+from solvers_bridge._quadrature import (
+    DENSE_METHODS,
+    DenseSolution,
+    dense_solve,
+    quadrature_adjoint,
+)
 from solvers_bridge._solve import DEFAULT_ATOL, DEFAULT_RTOL, check_times, solve
 
 __all__ = [
     "AdjointResult",
+    "DENSE_METHODS",
     "DEFAULT_ATOL",
     "DEFAULT_MAX_FD_JACOBIAN_SIZE",
     "DEFAULT_MAX_STEPS",
     "DEFAULT_RTOL",
+    "DenseSolution",
     "METHODS",
     "Method",
     "NestedSolveError",
@@ -37,6 +48,8 @@ __all__ = [
     "adjoint",
     "check_times",
     "default_adjoint_method",
+    "dense_solve",
     "get_method",
+    "quadrature_adjoint",
     "solve",
 ]

@@ -37,8 +37,9 @@ def odeint(func: Callable, y0, t, *, method: str = "lsoda", rtol=sb.DEFAULT_RTOL
            atol=sb.DEFAULT_ATOL, options: dict | None = None,
            adjoint_method: str | None = None, adjoint_rtol=None, adjoint_atol=None,
            adjoint_options: dict | None = None, restart: bool = True,
-           seminorm: bool = False, variables=None, stats: SolveStats | None = None,
-           jit_compile="auto", name: str | None = None) -> tf.Tensor:
+           seminorm: bool = False, adjoint: str = "backsolve", variables=None,
+           stats: SolveStats | None = None, jit_compile="auto",
+           name: str | None = None) -> tf.Tensor:
     """Solves ``dy/dt = func(t, y)`` and returns ``y`` at every time in ``t``, differentiably.
 
     Args:
@@ -72,6 +73,16 @@ def odeint(func: Callable, y0, t, *, method: str = "lsoda", rtol=sb.DEFAULT_RTOL
             the way back (Appendix D); ``False`` is pure Algorithm 1.
         seminorm: Leave the parameter and time gradients out of the backward
             error control.
+        adjoint: ``"backsolve"`` (default, the paper's: integrates ``y`` back with
+            the adjoint, O(1) memory, unstable on stiff dynamics) or
+            ``"quadrature"`` (keeps the dense forward solution of a ``solve_ivp``
+            method - ``bdf``, ``lsoda``, ``radau``, ``rk45``, ``dop853`` - integrates
+            only the adjoint backward with the same kind of solver and gets the
+            parameter gradients by Gauss quadrature: right gradients through stiff
+            dynamics, memory O(steps)). With ``"quadrature"`` the options are
+            ``max_step``, ``jacobian="autodiff"`` (used forward and, transposed,
+            backward) and ``nodes`` (Gauss nodes per backward step, default 4);
+            ``adjoint_method`` defaults to ``method``.
         variables: The variables to differentiate; default: every trainable
             variable ``func`` reads. A read variable missing from this list warns.
         stats: A :class:`SolveStats` to receive the forward and backward statistics.
@@ -90,7 +101,14 @@ def odeint(func: Callable, y0, t, *, method: str = "lsoda", rtol=sb.DEFAULT_RTOL
             same non-reentrant integrator.
     """
     with tf.name_scope(name or "odeint"):
-        if method not in sb.METHODS and method not in TABLEAUX:
+        if adjoint not in ("backsolve", "quadrature"):
+            raise ValueError(f"adjoint must be 'backsolve' or 'quadrature'; got {adjoint!r}.")
+        if adjoint == "quadrature":
+            if method not in sb.DENSE_METHODS:
+                raise ValueError(
+                    f"adjoint='quadrature' needs a method with a dense output; got "
+                    f"{method!r}. Choose one of {', '.join(sorted(sb.DENSE_METHODS))}.")
+        elif method not in sb.METHODS and method not in TABLEAUX:
             raise ValueError(f"Unknown method {method!r}. Valid methods are: "
                              f"{', '.join(methods())}.")
         y0 = tf.convert_to_tensor(y0)
@@ -112,7 +130,7 @@ def odeint(func: Callable, y0, t, *, method: str = "lsoda", rtol=sb.DEFAULT_RTOL
             return _fixed(func, y0, t, method, options, stats)
         return _adaptive(func, y0, t, method, rtol, atol, options, adjoint_method,
                          adjoint_rtol, adjoint_atol, adjoint_options, restart, seminorm,
-                         variables, stats, jit_compile)
+                         variables, stats, jit_compile, adjoint)
 
 
 def _fixed(func, y0, t, method, options, stats):
@@ -147,14 +165,23 @@ def _fixed(func, y0, t, method, options, stats):
 class _Solver:
     """Everything one adaptive ``odeint`` call needs on the NumPy side."""
 
+    #: How many dense forward solutions the quadrature adjoint keeps for pending
+    #: backward passes (forward-only calls would otherwise accumulate them).
+    KEEP_DENSE = 16
+
     def __init__(self, compiled, method, rtol, atol, options, adjoint_method, adjoint_rtol,
-                 adjoint_atol, adjoint_options, restart, seminorm, stats):
+                 adjoint_atol, adjoint_options, restart, seminorm, stats, adjoint="backsolve"):
         self.compiled = compiled
         self.method, self.rtol, self.atol = method, rtol, atol
         self.jacobian = options.pop("jacobian", None)
         if self.jacobian not in (None, "autodiff"):
             raise ValueError(f"options['jacobian'] must be 'autodiff' or absent; got "
                              f"{self.jacobian!r}.")
+        self.adjoint = adjoint
+        if adjoint == "quadrature":
+            self._init_quadrature(options, adjoint_method, adjoint_rtol, adjoint_atol,
+                                  adjoint_options, stats)
+            return
         if self.jacobian and not sb.get_method(method).jacobian:
             raise ValueError(f"jacobian='autodiff' needs a method that uses a Jacobian "
                              f"(lsoda, bdf, odeint); got {method!r}.")
@@ -172,17 +199,55 @@ class _Solver:
         if adjoint_method is not None:
             sb.get_method(adjoint_method)(1e-6, 1e-6, None, **self.adjoint_options)
 
+    def _init_quadrature(self, options, adjoint_method, adjoint_rtol, adjoint_atol,
+                         adjoint_options, stats):
+        allowed = {"max_step", "nodes"}
+        for label, opts in (("options", options), ("adjoint_options", adjoint_options or {})):
+            unknown = sorted(set(opts) - allowed)
+            if unknown:
+                raise TypeError(f"Unknown {label} {unknown} for adjoint='quadrature'; its "
+                                f"options are {sorted(allowed | {'jacobian'})}.")
+        self.options = dict(options)
+        self.nodes = int(self.options.pop("nodes", 4))
+        if self.nodes < 1:
+            raise ValueError(f"options['nodes'] must be a positive integer; got {self.nodes}.")
+        self.adjoint_method = adjoint_method or self.method
+        if self.adjoint_method not in sb.DENSE_METHODS:
+            raise ValueError(f"adjoint_method {self.adjoint_method!r} has no dense output; "
+                             f"choose one of {', '.join(sorted(sb.DENSE_METHODS))}.")
+        self.adjoint_rtol = self.rtol if adjoint_rtol is None else adjoint_rtol
+        self.adjoint_atol = self.atol if adjoint_atol is None else adjoint_atol
+        self.adjoint_options = dict(adjoint_options or {})
+        self.adjoint_options.setdefault("max_step", self.options.get("max_step"))
+        self.stats = stats
+        self.n_params = int(sum(int(np.prod(v.shape)) for v in self.compiled.variables))
+        self._dense: dict[int, sb.DenseSolution] = {}
+        self._token = 0
+
     def forward(self, y0, t, shape):
         cb = self.compiled.callbacks(shape)
         jac = cb.jac if self.jacobian else None
+        token = 0
         with _record.stop_recording():
-            ys, info = sb.solve(cb.fun, y0, t, self.method, self.rtol, self.atol, jac=jac,
-                                **self.options)
+            if self.adjoint == "quadrature":
+                dense = sb.dense_solve(cb.fun, y0, t, self.method, self.rtol, self.atol,
+                                       jac=jac, max_step=self.options.get("max_step"))
+                ys, info = dense.ys, dense.info
+                self._token += 1
+                token = self._token
+                self._dense[token] = dense
+                for old in sorted(self._dense)[:-self.KEEP_DENSE]:
+                    del self._dense[old]
+            else:
+                ys, info = sb.solve(cb.fun, y0, t, self.method, self.rtol, self.atol, jac=jac,
+                                    **self.options)
         if self.stats is not None:
             self.stats.forward_info = info
-        return ys, np.asarray(info_vector(info), dtype=np.int64)
+        return ys, np.asarray(info_vector(info), dtype=np.int64), np.int64(token)
 
-    def backward(self, ys, dys, t, shape):
+    def backward(self, ys, dys, t, shape, token=0):
+        if self.adjoint == "quadrature":
+            return self._backward_quadrature(dys, t, shape, int(token))
         cb = self.compiled.callbacks(shape)
         n = ys.shape[1]
         method = self.adjoint_method or sb.default_adjoint_method(
@@ -193,6 +258,25 @@ class _Solver:
                              rtol=self.adjoint_rtol, atol=self.adjoint_atol,
                              restart=self.restart, seminorm=self.seminorm, fun=cb.fun,
                              **self.adjoint_options)
+        return self._gradients(res)
+
+    def _backward_quadrature(self, dys, t, shape, token):
+        dense = self._dense.pop(token, None)
+        if dense is None:
+            raise RuntimeError(
+                f"The dense forward solution this gradient needs is no longer held: the "
+                f"quadrature adjoint keeps the last {self.KEEP_DENSE} forward solves of an "
+                "odeint call site. Compute gradients soon after the forward pass.")
+        cb = self.compiled.callbacks(shape)
+        with _record.stop_recording():
+            res = sb.quadrature_adjoint(
+                cb.vjp, t, dense, dys, self.n_params, method=self.adjoint_method,
+                rtol=self.adjoint_rtol, atol=self.adjoint_atol,
+                jac=cb.jac if self.jacobian else None, fun=cb.fun,
+                nodes=self.nodes, max_step=self.adjoint_options.get("max_step"))
+        return self._gradients(res)
+
+    def _gradients(self, res):
         if self.stats is not None:
             self.stats.backward_info = res.info
         return (res.grad_y0, res.grad_t, res.grad_params,
@@ -200,9 +284,13 @@ class _Solver:
 
 
 def _adaptive(func, y0, t, method, rtol, atol, options, adjoint_method, adjoint_rtol,
-              adjoint_atol, adjoint_options, restart, seminorm, variables, stats, jit_compile):
-    integrator = sb.get_method(method).integrator
-    if integrator in tracing_integrators():
+              adjoint_atol, adjoint_options, restart, seminorm, variables, stats, jit_compile,
+              adjoint="backsolve"):
+    # solve_ivp's methods are pure Python and reentrant; ODEPACK and VODE are not.
+    integrator = sb.get_method(method).integrator if method in sb.METHODS else "solve_ivp"
+    if adjoint == "quadrature":
+        integrator = "solve_ivp"
+    if integrator != "solve_ivp" and integrator in tracing_integrators():
         raise sb.NestedSolveError(
             f"odeint(method={method!r}) is called inside dynamics that are themselves being "
             f"integrated with the same integrator ({integrator}), which is not reentrant. "
@@ -219,7 +307,7 @@ def _adaptive(func, y0, t, method, rtol, atol, options, adjoint_method, adjoint_
             stacklevel=3)
     compiled = compile_dynamics(func, y0.dtype, y0.shape, integrator, variables, jit_compile)
     solver = _Solver(compiled, method, rtol, atol, options, adjoint_method, adjoint_rtol,
-                     adjoint_atol, adjoint_options, restart, seminorm, stats)
+                     adjoint_atol, adjoint_options, restart, seminorm, stats, adjoint)
     params = [tf.convert_to_tensor(v) for v in compiled.variables]
     y0_flat = tf.reshape(tf.cast(y0, _F64), [-1])
     t64 = tf.cast(t, _F64)
@@ -228,11 +316,12 @@ def _adaptive(func, y0, t, method, rtol, atol, options, adjoint_method, adjoint_
     n_static = y0.shape.num_elements()
 
     if eager:
-        ys_np, fstats = solver.forward(y0_flat.numpy(), t64.numpy(), y0.shape)
+        ys_np, fstats, token = solver.forward(y0_flat.numpy(), t64.numpy(), y0.shape)
         ys_flat = tf.constant(ys_np)
     else:
-        ys_flat, fstats = tf.numpy_function(solver.forward, [y0_flat, t64, shape],
-                                            [_F64, tf.int64], stateful=True, name="solve")
+        ys_flat, fstats, token = tf.numpy_function(solver.forward, [y0_flat, t64, shape],
+                                                   [_F64, tf.int64, tf.int64], stateful=True,
+                                                   name="solve")
         ys_flat.set_shape([t.shape[0], n_static])
     if stats is not None:
         with tf.control_dependencies(stats.record("forward", fstats)):
@@ -244,11 +333,11 @@ def _adaptive(func, y0, t, method, rtol, atol, options, adjoint_method, adjoint_
             dys = tf.cast(tf.convert_to_tensor(dys), _F64)
             if tf.executing_eagerly():
                 gy0, gt, gp, bstats = solver.backward(ys_flat.numpy(), dys.numpy(),
-                                                      t_in.numpy(), y0.shape)
+                                                      t_in.numpy(), y0.shape, token)
                 gy0, gt, gp = tf.constant(gy0), tf.constant(gt), tf.constant(gp)
             else:
                 gy0, gt, gp, bstats = tf.numpy_function(
-                    solver.backward, [ys_flat, dys, t_in, shape],
+                    solver.backward, [ys_flat, dys, t_in, shape, token],
                     [_F64, _F64, _F64, tf.int64], stateful=True, name="adjoint")
             deps = stats.record("backward", bstats) if stats is not None else []
             with tf.control_dependencies(deps):

@@ -1,0 +1,133 @@
+"""The quadrature adjoint: right gradients through stiff dynamics, against closed forms
+and against backpropagation through a fine RK4 solve (issue 8's stiff MLP)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import solvers_bridge as sb
+import tfode
+
+STIFF_METHODS = ("bdf", "lsoda", "radau")
+
+
+@pytest.mark.parametrize("method", STIFF_METHODS)
+def test_bridge_quadrature_adjoint_matches_the_closed_form_of_a_stiff_decay(method):
+    # dy/dt = -k y (k = 1000 on one component, 1 on the other), theta = (k1, k2):
+    # y_i = y0 exp(-k t_i), L = sum_i sum y_i^2.
+    k = np.array([1000.0, 1.0])
+    y0 = np.array([1.5, -0.7])
+    t = np.array([0.0, 0.001, 0.01, 0.5, 2.0])
+
+    def fun(s, y):
+        return -k * y
+
+    def vjp(s, y, a):
+        return np.concatenate([-k * y, -k * a, [0.0], -a * y])
+
+    fwd = sb.dense_solve(fun, y0, t, method, 1e-8, 1e-10, jac=lambda s, y: -np.diag(k))
+    ys = y0 * np.exp(-np.outer(t, k))
+    np.testing.assert_allclose(fwd.ys, ys, rtol=1e-5, atol=1e-9)
+    res = sb.quadrature_adjoint(vjp, t, fwd, 2 * fwd.ys, 2, method=method, rtol=1e-8,
+                                atol=1e-10, jac=lambda s, y: -np.diag(k), fun=fun)
+    want_y0 = np.sum(2 * ys * np.exp(-np.outer(t, k)), 0)
+    want_k = np.sum(2 * ys * (-t[:, None] * ys), 0)
+    want_t = np.sum(2 * ys * (-k * ys), 1)
+    want_t[0] = -np.dot(want_y0 - 2 * ys[0], -k * y0)
+    np.testing.assert_allclose(res.grad_y0, want_y0, rtol=1e-5)
+    np.testing.assert_allclose(res.grad_params, want_k, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(res.grad_t, want_t, rtol=1e-5, atol=1e-6)
+    assert res.info.nfev > 0 and res.info.nintervals == 4
+
+
+def test_dense_solution_interpolates_between_output_times():
+    fwd = sb.dense_solve(lambda s, y: -y, [1.0], [0.0, 2.0], "bdf", 1e-9, 1e-12)
+    s = np.linspace(0, 2, 9)
+    np.testing.assert_allclose(fwd.sol(s)[0], np.exp(-s), rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def stiff():
+    from experiments.bench_stiff import rk4_reference, stiff_problem
+
+    func, y0, t = stiff_problem()
+    _, ref = rk4_reference(func, y0, t)
+    return func, y0, t, ref
+
+
+def _gradients(func, y0, t, **kwargs):
+    stats = tfode.SolveStats()
+    with tf.GradientTape() as tape:
+        tape.watch(y0)
+        loss = tf.reduce_sum(tfode.odeint(func, y0, t, stats=stats, **kwargs) ** 2)
+    return [g.numpy() for g in tape.gradient(loss, [y0, *func.trainable_variables])], stats
+
+
+def _error(grads, ref):
+    got = np.concatenate([g.ravel() for g in grads])
+    want = np.concatenate([g.ravel() for g in ref])
+    return np.linalg.norm(got - want) / np.linalg.norm(want)
+
+
+@pytest.mark.parametrize("method", ["bdf", "lsoda"])
+def test_quadrature_adjoint_gets_the_stiff_mlp_gradient_to_1e5(stiff, method):
+    func, y0, t, ref = stiff
+    grads, stats = _gradients(func, y0, t, method=method, rtol=1e-6, atol=1e-6,
+                              adjoint="quadrature", options={"jacobian": "autodiff"})
+    assert _error(grads, ref) < 1e-5
+    s = stats.as_dict()
+    assert s["njev_backward"] > 0 and s["nfe_backward"] > 0
+    # Every gradient component, not only the norm: y0 and the output layer's bias.
+    for g, r in zip(grads, ref):
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5 * np.abs(r).max())
+
+
+def test_quadrature_adjoint_in_a_tf_function_and_without_a_jacobian(stiff):
+    func, y0, t, ref = stiff
+
+    @tf.function
+    def grads():
+        with tf.GradientTape() as tape:
+            tape.watch(y0)
+            loss = tf.reduce_sum(tfode.odeint(func, y0, t, method="radau", rtol=1e-6,
+                                              atol=1e-6, adjoint="quadrature") ** 2)
+        return tape.gradient(loss, [y0, *func.trainable_variables])
+
+    assert _error([g.numpy() for g in grads()], ref) < 1e-5
+
+
+def test_forward_only_quadrature_calls_do_not_accumulate_dense_solutions(stiff):
+    from tfode._odeint import _Solver
+
+    func, y0, t, _ = stiff
+    solvers = []
+    original = _Solver.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        solvers.append(self)
+
+    _Solver.__init__ = spy
+    try:
+        for _ in range(_Solver.KEEP_DENSE + 5):
+            tfode.odeint(func, y0, t, method="bdf", rtol=1e-4, atol=1e-4,
+                         adjoint="quadrature")
+    finally:
+        _Solver.__init__ = original
+    assert all(len(s._dense) <= _Solver.KEEP_DENSE for s in solvers)
+
+
+def test_quadrature_adjoint_refuses_methods_without_dense_output_and_unknown_options():
+    f = lambda s, y: -y  # noqa: E731
+    y0 = tf.constant([1.0], tf.float64)
+    with pytest.raises(ValueError, match="needs a method with a dense output.*bdf"):
+        tfode.odeint(f, y0, [0.0, 1.0], method="adams", adjoint="quadrature")
+    with pytest.raises(TypeError, match="Unknown options \\['lband'\\] for adjoint='quadrature'"):
+        tfode.odeint(f, y0, [0.0, 1.0], method="bdf", adjoint="quadrature",
+                     options={"lband": 1})
+    with pytest.raises(ValueError, match="adjoint must be 'backsolve' or 'quadrature'"):
+        tfode.odeint(f, y0, [0.0, 1.0], adjoint="interpolate")
+    with pytest.raises(ValueError, match="'adams' has none here"):
+        sb.dense_solve(lambda s, y: -y, [1.0], [0.0, 1.0], "adams")
