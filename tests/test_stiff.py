@@ -131,3 +131,29 @@ def test_quadrature_adjoint_refuses_methods_without_dense_output_and_unknown_opt
         tfode.odeint(f, y0, [0.0, 1.0], adjoint="interpolate")
     with pytest.raises(ValueError, match="'adams' has none here"):
         sb.dense_solve(lambda s, y: -y, [1.0], [0.0, 1.0], "adams")
+
+
+def test_odeblock_takes_the_quadrature_adjoint_and_keeps_it_through_save_and_load(tmp_path):
+    import keras
+
+    from tfode.layers import ConcatMLP, ODEBlock
+
+    keras.utils.set_random_seed(0)
+    block = ODEBlock(ConcatMLP((8,), dtype="float64"), t=(0.0, 1.0), method="radau",
+                     rtol=1e-8, atol=1e-8, adjoint="quadrature", dtype="float64")
+    model = keras.Sequential([keras.Input((3,), dtype="float64"), block])
+    x = tf.constant(np.random.default_rng(0).normal(size=(4, 3)))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(model(x) ** 2)
+    got = tape.gradient(loss, model.trainable_variables)
+    # The same block with the backsolve adjoint (fine on these non-stiff dynamics).
+    block.adjoint, block.method = "backsolve", "dopri5"
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(model(x) ** 2)
+    want = tape.gradient(loss, model.trainable_variables)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-9)
+    block.adjoint, block.method = "quadrature", "radau"
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert loaded.layers[-1].adjoint == "quadrature" and loaded.layers[-1].method == "radau"

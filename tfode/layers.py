@@ -34,7 +34,7 @@ from tfode._stats import SolveStats  # noqa: E402
 
 _PACKAGE = "tfode"
 _SIXTEEN_BIT = ("float16", "bfloat16")
-_ODE_ARGS = ("method", "rtol", "atol", "options", "adjoint_method", "adjoint_rtol",
+_ODE_ARGS = ("method", "rtol", "atol", "options", "adjoint", "adjoint_method", "adjoint_rtol",
              "adjoint_atol", "adjoint_options", "restart", "seminorm", "jit_compile")
 
 #: Live blocks by name, so that a reloaded NFE metric finds its block again.
@@ -68,10 +68,12 @@ class ODEBlock(keras.layers.Layer):
             ``[batch, len(t), ...]`` instead of the final state.
         augment_dim: Pad the state with this many zero channels on the last axis
             before integrating (augmented neural ODEs); the output keeps them.
-        method, rtol, atol, options, adjoint_method, adjoint_rtol, adjoint_atol,
-            adjoint_options, restart, seminorm, jit_compile: As for
+        method, rtol, atol, options, adjoint, adjoint_method, adjoint_rtol,
+            adjoint_atol, adjoint_options, restart, seminorm, jit_compile: As for
             :func:`tfode.odeint`. The defaults are the paper's classification
-            setting: VODE implicit Adams at rtol = atol = 1e-3 with the adjoint.
+            setting: VODE implicit Adams at rtol = atol = 1e-3 with the backsolve
+            adjoint; ``adjoint="quadrature"`` (with ``method="bdf"``, ``"lsoda"`` or
+            ``"radau"``) for stiff dynamics.
         **kwargs: Keras layer arguments (``name``, ``dtype``, ...).
 
     Attributes:
@@ -83,7 +85,8 @@ class ODEBlock(keras.layers.Layer):
                  rtol=1e-3, atol=1e-3, options: dict | None = None,
                  adjoint_method: str | None = None, adjoint_rtol=None, adjoint_atol=None,
                  adjoint_options: dict | None = None, restart: bool = True,
-                 seminorm: bool = False, jit_compile="auto", **kwargs):
+                 seminorm: bool = False, jit_compile="auto", adjoint: str = "backsolve",
+                 **kwargs):
         global_dtype = keras.config.dtype_policy().compute_dtype
         if kwargs.get("dtype") is None and global_dtype in _SIXTEEN_BIT:
             kwargs["dtype"] = "float32"
@@ -110,6 +113,7 @@ class ODEBlock(keras.layers.Layer):
             adjoint_method, adjoint_rtol, adjoint_atol)
         self.adjoint_options = None if adjoint_options is None else dict(adjoint_options)
         self.restart, self.seminorm, self.jit_compile = restart, seminorm, jit_compile
+        self.adjoint = adjoint
         self.stats = SolveStats(name=f"{self.name}_stats")
         _BLOCKS[self.name] = weakref.ref(self)
 
