@@ -1,4 +1,5 @@
-"""Gradients through stiff dynamics: every adjoint on the stiff MLP of issue 8.
+"""Gradients through stiff dynamics: every adjoint on the stiff MLP of issue 8
+(quadrature, interpolating, checkpointed - at the output times only - and backsolve).
 
 The problem: ``f(y) = Dense(32 -> 4)(tanh(Dense(4 -> 32)(y))) - diag(1, 10, 100, 1000) y``,
 a batch of 8 states, ``t`` in ``[0, 2]`` with 5 output times, loss ``sum(y^2)``,
@@ -170,6 +171,8 @@ def grad_error(grads, ref) -> float:
 
 CASES = (("quadrature", "bdf", True), ("quadrature", "lsoda", True),
          ("quadrature", "radau", True), ("quadrature", "bdf", False),
+         ("interpolating", "radau", False), ("interpolating", "lsoda", False),
+         ("checkpointed", "radau", True), ("checkpointed", "bdf", True),
          ("backsolve", "bdf", True), ("backsolve", "lsoda", True),
          ("backsolve", "adams", False))
 

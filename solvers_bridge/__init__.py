@@ -6,9 +6,11 @@ the autograd frontend (:mod:`solvers_bridge.autograd_ode`) both sit on it.
 Public surface:
     solve: integrate at requested times with a registered method.
     adjoint: integrate the augmented adjoint ODE backward (Algorithm 1 / App. C, D).
-    dense_solve, quadrature_adjoint, DenseSolution, DENSE_METHODS: the quadrature
-        adjoint for stiff dynamics (dense forward solution, adjoint alone backward,
-        parameter gradients by Gauss quadrature).
+    dense_solve, quadrature_adjoint, interpolating_adjoint, checkpointed_adjoint,
+        checkpoint_grid, DenseSolution, DENSE_METHODS: the dense adjoints for stiff
+        dynamics (dense forward solution; the adjoint alone backward with the
+        parameter gradients by Gauss quadrature, or with them; or re-solved
+        from checkpoints).
     METHODS, get_method: the method registry.
     SolveInfo, AdjointResult: diagnostics and gradients.
     SolverError, NestedSolveError: failures.
@@ -27,7 +29,10 @@ from solvers_bridge._methods import (
 from solvers_bridge._quadrature import (
     DENSE_METHODS,
     DenseSolution,
+    checkpoint_grid,
+    checkpointed_adjoint,
     dense_solve,
+    interpolating_adjoint,
     quadrature_adjoint,
 )
 from solvers_bridge._solve import DEFAULT_ATOL, DEFAULT_RTOL, check_times, solve
@@ -47,9 +52,12 @@ __all__ = [
     "SolverError",
     "adjoint",
     "check_times",
+    "checkpoint_grid",
+    "checkpointed_adjoint",
     "default_adjoint_method",
     "dense_solve",
     "get_method",
+    "interpolating_adjoint",
     "quadrature_adjoint",
     "solve",
 ]

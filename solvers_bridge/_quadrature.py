@@ -143,28 +143,99 @@ def quadrature_adjoint(vjp: Callable, t, forward: DenseSolution, grad_ys, n_para
         An :class:`AdjointResult`; its ``info`` counts every VJP (the adjoint's
         evaluations and the quadrature's) as ``nfev``.
     """
+    return _backward(vjp, t, forward.ys, grad_ys, n_params, lambda i: forward.sol,
+                     method=method, rtol=rtol, atol=atol, jac=jac, fun=fun, nodes=nodes,
+                     time_gradients=time_gradients, max_step=max_step, with_params=False)
+
+
+def interpolating_adjoint(vjp: Callable, t, forward: DenseSolution, grad_ys, n_params: int, *,
+                          method: str = "bdf", rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL,
+                          fun: Callable | None = None, time_gradients: bool = True,
+                          max_step: float | None = None) -> AdjointResult:
+    """Gradients by the interpolating adjoint: ``[a, dL/dtheta]`` integrated backward
+    together against the dense forward solution (no quadrature). The stiff methods
+    then form finite-difference Jacobians of that ``n + P`` system (``n + P`` VJPs
+    each): prefer :func:`quadrature_adjoint` when ``P`` is large. Arguments as there."""
+    return _backward(vjp, t, forward.ys, grad_ys, n_params, lambda i: forward.sol,
+                     method=method, rtol=rtol, atol=atol, jac=None, fun=fun, nodes=0,
+                     time_gradients=time_gradients, max_step=max_step, with_params=True)
+
+
+def checkpoint_grid(t, checkpoints: int) -> tuple[np.ndarray, np.ndarray]:
+    """The output times with ``checkpoints`` equally spaced extra times added between
+    ``t[0]`` and ``t[-1]``: ``(grid, index)`` with ``grid[index] == t``."""
     t = check_times(t)
-    ys = forward.ys
+    extra = np.linspace(t[0], t[-1], int(checkpoints) + 2)[1:-1]
+    grid = np.unique(np.concatenate([t, extra]))
+    if t[-1] < t[0]:
+        grid = grid[::-1]
+    index = np.searchsorted(grid, t) if t[-1] > t[0] else grid.size - 1 - np.searchsorted(
+        grid[::-1], t)
+    return grid, index
+
+
+def checkpointed_adjoint(fun: Callable, vjp: Callable, grid, ys, grad_ys, n_params: int, *,
+                         method: str = "bdf", rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL,
+                         forward_rtol=None, forward_atol=None, jac: Callable | None = None,
+                         nodes: int = 4, time_gradients: bool = True,
+                         max_step: float | None = None) -> AdjointResult:
+    """Gradients by the checkpointed quadrature adjoint: only the states at ``grid``
+    (the output times plus checkpoints, see :func:`checkpoint_grid`) were kept; each
+    interval is re-solved forward from its checkpoint with a dense output, then its
+    adjoint and quadrature run as in :func:`quadrature_adjoint`. Memory: the
+    checkpoints and one interval's dense solution. ``grad_ys`` is zero at the
+    checkpoints that are not output times. The re-solves count in ``info.nfev``."""
+    grid = check_times(grid)
+    ys = np.asarray(ys, dtype=np.float64)
+    resolved = {"nfev": 0}
+
+    def interval_solution(i):
+        dense = dense_solve(fun, ys[i - 1], grid[i - 1:i + 1], method,
+                            rtol if forward_rtol is None else forward_rtol,
+                            atol if forward_atol is None else forward_atol, jac=jac,
+                            max_step=max_step)
+        resolved["nfev"] += dense.info.nfev
+        return dense.sol
+
+    res = _backward(vjp, grid, ys, grad_ys, n_params, interval_solution, method=method,
+                    rtol=rtol, atol=atol, jac=jac, fun=fun, nodes=nodes,
+                    time_gradients=time_gradients, max_step=max_step, with_params=False)
+    res.info.nfev += resolved["nfev"]
+    return res
+
+
+def _backward(vjp, t, ys, grad_ys, n_params, interval_solution, *, method, rtol, atol, jac,
+              fun, nodes, time_gradients, max_step, with_params):
+    """The backward loop shared by the dense adjoints: interval by interval from the
+    last output time, ``a`` (and with ``with_params`` also ``dL/dtheta``) integrated
+    against ``y = interval_solution(i)`` on ``[t[i-1], t[i]]``, the parameter gradient
+    otherwise by Gauss-Legendre quadrature on every backward step."""
+    t = check_times(t)
     grad_ys = np.asarray(grad_ys, dtype=np.float64)
     if grad_ys.shape != ys.shape:
         raise ValueError(f"grad_ys must have the shape of ys {ys.shape}; got {grad_ys.shape}.")
     n = ys.shape[1]
     ivp = _ivp_method(method)
-    y_of = forward.sol
-    x, w = np.polynomial.legendre.leggauss(int(nodes))
+    x, w = np.polynomial.legendre.leggauss(max(int(nodes), 1))
     counter = {"vjp": 0}
+    current = {"y": None}
 
     def call_vjp(s, a):
         counter["vjp"] += 1
-        return np.asarray(vjp(s, y_of(s), a))
+        return np.asarray(vjp(s, current["y"](s), a))
 
-    def adj_rhs(s, a):
-        return -call_vjp(s, a)[n:2 * n]
+    if with_params:
+        def adj_rhs(s, state):
+            out = call_vjp(s, state[:n])
+            return -np.concatenate([out[n:2 * n], out[2 * n + 1:]])
+    else:
+        def adj_rhs(s, a):
+            return -call_vjp(s, a)[n:2 * n]
 
     adj_jac = None
-    if jac is not None:
+    if jac is not None and not with_params:
         def adj_jac(s, a):
-            return -np.asarray(jac(s, y_of(s))).T
+            return -np.asarray(jac(s, current["y"](s))).T
 
     if fun is None:
         zeros = np.zeros(n)
@@ -175,30 +246,37 @@ def quadrature_adjoint(vjp: Callable, t, forward: DenseSolution, grad_ys, n_para
     info = SolveInfo(method=ivp.lower(), t_reached=float(t[-1]), nintervals=0)
     grad_params = np.zeros(n_params)
     grad_t = np.zeros(t.size)
-    a = grad_ys[-1].copy()
+    state = np.concatenate([grad_ys[-1], grad_params]) if with_params else grad_ys[-1].copy()
     for i in range(t.size - 1, 0, -1):
         if time_gradients:
             grad_t[i] = float(np.dot(grad_ys[i], fun(float(t[i]), ys[i])))
-        rhs = _Rhs(adj_rhs, n, raise_through=True)
+        current["y"] = interval_solution(i)
+        rhs = _Rhs(adj_rhs, state.size, raise_through=True)
         try:
-            res, step_info = _run_ivp(rhs, (t[i], t[i - 1]), a, ivp, rtol, atol, adj_jac, None,
-                                      max_step)
+            res, step_info = _run_ivp(rhs, (t[i], t[i - 1]), state, ivp, rtol, atol, adj_jac,
+                                      None, max_step)
         except SolverError as err:
-            err.args = (f"{err.args[0]} (during the quadrature adjoint's backward pass, from "
+            err.args = (f"{err.args[0]} (during the adjoint's backward pass, from "
                         f"t={float(t[i])!r} to t={float(t[i - 1])!r})",)
             raise
         info.add(step_info)
-        ts = res.sol.ts
-        for lo, hi in zip(ts[:-1], ts[1:]):
-            half, mid = 0.5 * (hi - lo), 0.5 * (hi + lo)
-            for xk, wk in zip(x, w):
-                s = mid + half * xk
-                grad_params += abs(half) * wk * call_vjp(s, res.sol(s))[2 * n + 1:]
-        a = res.y[:, -1] + grad_ys[i - 1]
+        if not with_params:
+            ts = res.sol.ts
+            for lo, hi in zip(ts[:-1], ts[1:]):
+                half, mid = 0.5 * (hi - lo), 0.5 * (hi + lo)
+                for xk, wk in zip(x, w):
+                    s = mid + half * xk
+                    grad_params += abs(half) * wk * call_vjp(s, res.sol(s))[2 * n + 1:]
+        state = res.y[:, -1].copy()
+        state[:n] += grad_ys[i - 1]
+    a = state[:n]
+    if with_params:
+        grad_params = state[n:]
     if time_gradients:
         # dL/dt0 = -a(t0)^T f(t0, y0), a(t0) without the cotangent of y(t0) itself.
         grad_t[0] = -float(np.dot(a - grad_ys[0], fun(float(t[0]), ys[0])))
     # Every VJP (adjoint right-hand side and quadrature nodes) and the time gradients'
     # evaluations of f.
     info.nfev = counter["vjp"] + (t.size if time_gradients else 0)
-    return AdjointResult(grad_y0=a, grad_params=grad_params, grad_t=grad_t, info=info)
+    return AdjointResult(grad_y0=a.copy(), grad_params=np.array(grad_params), grad_t=grad_t,
+                         info=info)

@@ -23,6 +23,8 @@ from tfode._fixed import FIXED_OPTIONS, TABLEAUX, fixed_odeint, steps_per_interv
 from tfode._stats import SolveStats, info_vector
 
 _F64 = tf.float64
+#: The adjoints ``odeint`` offers (see its docstring).
+ADJOINTS = ("backsolve", "quadrature", "interpolating", "checkpointed")
 #: Options handled by tfode itself rather than by the bridge.
 _TFODE_OPTIONS = frozenset({"jacobian"})
 
@@ -74,15 +76,21 @@ def odeint(func: Callable, y0, t, *, method: str = "lsoda", rtol=sb.DEFAULT_RTOL
         seminorm: Leave the parameter and time gradients out of the backward
             error control.
         adjoint: ``"backsolve"`` (default, the paper's: integrates ``y`` back with
-            the adjoint, O(1) memory, unstable on stiff dynamics) or
-            ``"quadrature"`` (keeps the dense forward solution of a ``solve_ivp``
-            method - ``bdf``, ``lsoda``, ``radau``, ``rk45``, ``dop853`` - integrates
+            the adjoint, O(1) memory, unstable on stiff dynamics); or one of the
+            dense adjoints, which need a ``solve_ivp`` method (``bdf``, ``lsoda``,
+            ``radau``, ``rk45``, ``dop853``) and give right gradients through stiff
+            dynamics: ``"quadrature"`` keeps the dense forward solution, integrates
             only the adjoint backward with the same kind of solver and gets the
-            parameter gradients by Gauss quadrature: right gradients through stiff
-            dynamics, memory O(steps)). With ``"quadrature"`` the options are
-            ``max_step``, ``jacobian="autodiff"`` (used forward and, transposed,
-            backward) and ``nodes`` (Gauss nodes per backward step, default 4);
-            ``adjoint_method`` defaults to ``method``.
+            parameter gradients by Gauss quadrature (memory O(steps));
+            ``"interpolating"`` integrates ``[a, dL/dtheta]`` backward against the
+            dense solution (stiff methods then form finite-difference Jacobians of
+            that system: for few parameters); ``"checkpointed"`` keeps only the
+            states at the output times plus ``options["checkpoints"]`` equally
+            spaced times and re-solves each interval forward before its quadrature
+            backward (memory O(checkpoints)). Their options are ``max_step``,
+            ``jacobian="autodiff"`` (used forward and, transposed, backward),
+            ``nodes`` (Gauss nodes per backward step, default 4) and
+            ``checkpoints``; ``adjoint_method`` defaults to ``method``.
         variables: The variables to differentiate; default: every trainable
             variable ``func`` reads. A read variable missing from this list warns.
         stats: A :class:`SolveStats` to receive the forward and backward statistics.
@@ -101,12 +109,12 @@ def odeint(func: Callable, y0, t, *, method: str = "lsoda", rtol=sb.DEFAULT_RTOL
             same non-reentrant integrator.
     """
     with tf.name_scope(name or "odeint"):
-        if adjoint not in ("backsolve", "quadrature"):
-            raise ValueError(f"adjoint must be 'backsolve' or 'quadrature'; got {adjoint!r}.")
-        if adjoint == "quadrature":
+        if adjoint not in ADJOINTS:
+            raise ValueError(f"adjoint must be one of {', '.join(ADJOINTS)}; got {adjoint!r}.")
+        if adjoint != "backsolve":
             if method not in sb.DENSE_METHODS:
                 raise ValueError(
-                    f"adjoint='quadrature' needs a method with a dense output; got "
+                    f"adjoint={adjoint!r} needs a method with a dense output; got "
                     f"{method!r}. Choose one of {', '.join(sorted(sb.DENSE_METHODS))}.")
         elif method not in sb.METHODS and method not in TABLEAUX:
             raise ValueError(f"Unknown method {method!r}. Valid methods are: "
@@ -178,7 +186,7 @@ class _Solver:
             raise ValueError(f"options['jacobian'] must be 'autodiff' or absent; got "
                              f"{self.jacobian!r}.")
         self.adjoint = adjoint
-        if adjoint == "quadrature":
+        if adjoint != "backsolve":
             self._init_quadrature(options, adjoint_method, adjoint_rtol, adjoint_atol,
                                   adjoint_options, stats)
             return
@@ -201,16 +209,19 @@ class _Solver:
 
     def _init_quadrature(self, options, adjoint_method, adjoint_rtol, adjoint_atol,
                          adjoint_options, stats):
-        allowed = {"max_step", "nodes"}
+        allowed = {"max_step", "nodes", "checkpoints"}
         for label, opts in (("options", options), ("adjoint_options", adjoint_options or {})):
             unknown = sorted(set(opts) - allowed)
             if unknown:
-                raise TypeError(f"Unknown {label} {unknown} for adjoint='quadrature'; its "
+                raise TypeError(f"Unknown {label} {unknown} for adjoint={self.adjoint!r}; its "
                                 f"options are {sorted(allowed | {'jacobian'})}.")
         self.options = dict(options)
         self.nodes = int(self.options.pop("nodes", 4))
-        if self.nodes < 1:
-            raise ValueError(f"options['nodes'] must be a positive integer; got {self.nodes}.")
+        self.checkpoints = int(self.options.pop("checkpoints", 0))
+        if self.nodes < 1 or self.checkpoints < 0:
+            raise ValueError(f"options['nodes'] must be a positive integer and "
+                             f"options['checkpoints'] a non-negative one; got {self.nodes} "
+                             f"and {self.checkpoints}.")
         self.adjoint_method = adjoint_method or self.method
         if self.adjoint_method not in sb.DENSE_METHODS:
             raise ValueError(f"adjoint_method {self.adjoint_method!r} has no dense output; "
@@ -229,10 +240,18 @@ class _Solver:
         jac = cb.jac if self.jacobian else None
         token = 0
         with _record.stop_recording():
-            if self.adjoint == "quadrature":
-                dense = sb.dense_solve(cb.fun, y0, t, self.method, self.rtol, self.atol,
+            if self.adjoint != "backsolve":
+                grid, index = (sb.checkpoint_grid(t, self.checkpoints)
+                               if self.adjoint == "checkpointed" else (t, None))
+                dense = sb.dense_solve(cb.fun, y0, grid, self.method, self.rtol, self.atol,
                                        jac=jac, max_step=self.options.get("max_step"))
-                ys, info = dense.ys, dense.info
+                info = dense.info
+                if index is None:
+                    ys = dense.ys
+                else:  # keep the checkpoints only, not the dense solution
+                    ys = dense.ys[index]
+                    dense = sb.DenseSolution(dense.ys, None, info)
+                    dense.grid, dense.index = grid, index
                 self._token += 1
                 token = self._token
                 self._dense[token] = dense
@@ -246,8 +265,8 @@ class _Solver:
         return ys, np.asarray(info_vector(info), dtype=np.int64), np.int64(token)
 
     def backward(self, ys, dys, t, shape, token=0):
-        if self.adjoint == "quadrature":
-            return self._backward_quadrature(dys, t, shape, int(token))
+        if self.adjoint != "backsolve":
+            return self._backward_dense(dys, t, shape, int(token))
         cb = self.compiled.callbacks(shape)
         n = ys.shape[1]
         method = self.adjoint_method or sb.default_adjoint_method(
@@ -260,20 +279,31 @@ class _Solver:
                              **self.adjoint_options)
         return self._gradients(res)
 
-    def _backward_quadrature(self, dys, t, shape, token):
+    def _backward_dense(self, dys, t, shape, token):
         dense = self._dense.pop(token, None)
         if dense is None:
             raise RuntimeError(
-                f"The dense forward solution this gradient needs is no longer held: the "
-                f"quadrature adjoint keeps the last {self.KEEP_DENSE} forward solves of an "
-                "odeint call site. Compute gradients soon after the forward pass.")
+                f"The forward solution this gradient needs is no longer held: the "
+                f"{self.adjoint} adjoint keeps the last {self.KEEP_DENSE} forward solves of "
+                "an odeint call site. Compute gradients soon after the forward pass.")
         cb = self.compiled.callbacks(shape)
+        jac = cb.jac if self.jacobian else None
+        common = dict(method=self.adjoint_method, rtol=self.adjoint_rtol,
+                      atol=self.adjoint_atol, max_step=self.adjoint_options.get("max_step"))
         with _record.stop_recording():
-            res = sb.quadrature_adjoint(
-                cb.vjp, t, dense, dys, self.n_params, method=self.adjoint_method,
-                rtol=self.adjoint_rtol, atol=self.adjoint_atol,
-                jac=cb.jac if self.jacobian else None, fun=cb.fun,
-                nodes=self.nodes, max_step=self.adjoint_options.get("max_step"))
+            if self.adjoint == "quadrature":
+                res = sb.quadrature_adjoint(cb.vjp, t, dense, dys, self.n_params, jac=jac,
+                                            fun=cb.fun, nodes=self.nodes, **common)
+            elif self.adjoint == "interpolating":
+                res = sb.interpolating_adjoint(cb.vjp, t, dense, dys, self.n_params,
+                                               fun=cb.fun, **common)
+            else:
+                grad_grid = np.zeros_like(dense.ys)
+                grad_grid[dense.index] = dys
+                res = sb.checkpointed_adjoint(
+                    cb.fun, cb.vjp, dense.grid, dense.ys, grad_grid, self.n_params, jac=jac,
+                    nodes=self.nodes, forward_rtol=self.rtol, forward_atol=self.atol, **common)
+                res.grad_t = res.grad_t[dense.index]
         return self._gradients(res)
 
     def _gradients(self, res):
@@ -288,7 +318,7 @@ def _adaptive(func, y0, t, method, rtol, atol, options, adjoint_method, adjoint_
               adjoint="backsolve"):
     # solve_ivp's methods are pure Python and reentrant; ODEPACK and VODE are not.
     integrator = sb.get_method(method).integrator if method in sb.METHODS else "solve_ivp"
-    if adjoint == "quadrature":
+    if adjoint != "backsolve":
         integrator = "solve_ivp"
     if integrator != "solve_ivp" and integrator in tracing_integrators():
         raise sb.NestedSolveError(
