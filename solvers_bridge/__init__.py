@@ -12,11 +12,13 @@ Public surface:
         parameter gradients by Gauss quadrature, or with them; or re-solved
         from checkpoints).
     METHODS, get_method: the method registry.
+    BlockLayout: block-diagonal (per-sample) Jacobians as banded or sparse matrices.
     SolveInfo, AdjointResult: diagnostics and gradients.
     SolverError, NestedSolveError: failures.
 """
 
 from solvers_bridge._adjoint import AdjointResult, adjoint, default_adjoint_method
+from solvers_bridge._banded import BlockLayout
 from solvers_bridge._errors import NestedSolveError, SolverError
 from solvers_bridge._info import SolveInfo
 from solvers_bridge._methods import (
@@ -39,6 +41,7 @@ from solvers_bridge._solve import DEFAULT_ATOL, DEFAULT_RTOL, check_times, solve
 
 __all__ = [
     "AdjointResult",
+    "BlockLayout",
     "DENSE_METHODS",
     "DEFAULT_ATOL",
     "DEFAULT_MAX_FD_JACOBIAN_SIZE",

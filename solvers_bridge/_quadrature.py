@@ -25,6 +25,7 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 from solvers_bridge._adjoint import AdjointResult
+from solvers_bridge._banded import block_layout
 from solvers_bridge._errors import SolverError
 from solvers_bridge._info import SolveInfo
 from solvers_bridge._methods import _DynamicsFailed, _raise_callback_error, _Rhs
@@ -46,8 +47,35 @@ def _ivp_method(method: str) -> str:
     return DENSE_METHODS[method]
 
 
-def _run_ivp(rhs: _Rhs, span, y0, method, rtol, atol, jac, t_eval, max_step):
+def _jacobian(method: str, jac, jac_blocks, t0, y0, adjoint: bool = False):
+    """``(jac, extra solve_ivp arguments)`` for ``method`` from a dense ``jac`` or from
+    per-sample blocks (banded for LSODA, sparse for BDF and Radau); with ``adjoint``
+    the Jacobian of the adjoint system, ``-J^T``, at ``y(t)`` (``y0`` is then a
+    callable ``y(t)``)."""
+    if method not in _JACOBIAN_METHODS:
+        return None, {}
+    y_at = y0 if adjoint else None
+    if jac_blocks is not None:
+        layout = block_layout(jac_blocks, t0, y_at(t0) if adjoint else y0)
+        if adjoint:
+            def blocks(s, _):
+                return -np.transpose(np.asarray(jac_blocks(s, y_at(s))), (0, 2, 1))
+        else:
+            blocks = jac_blocks
+        if method == "LSODA":
+            return ((lambda s, y: layout.banded(blocks(s, y))),
+                    {"lband": layout.bandwidth, "uband": layout.bandwidth})
+        return (lambda s, y: layout.sparse(blocks(s, y))), {}
+    if jac is None:
+        return None, {}
+    if adjoint:
+        return (lambda s, _: -np.asarray(jac(s, y_at(s))).T), {}
+    return jac, {}
+
+
+def _run_ivp(rhs: _Rhs, span, y0, method, rtol, atol, jac, t_eval, max_step, extra=None):
     kwargs = {"jac": jac} if jac is not None and method in _JACOBIAN_METHODS else {}
+    kwargs.update(extra or {})
     if max_step is not None:
         kwargs["max_step"] = max_step
     try:
@@ -90,6 +118,7 @@ class DenseSolution:
 
 def dense_solve(fun: Callable, y0, t, method: str = "bdf", rtol=DEFAULT_RTOL,
                 atol=DEFAULT_ATOL, *, jac: Callable | None = None,
+                jac_blocks: Callable | None = None,
                 max_step: float | None = None) -> DenseSolution:
     """Integrates like :func:`solve` but keeps the dense solution.
 
@@ -100,8 +129,11 @@ def dense_solve(fun: Callable, y0, t, method: str = "bdf", rtol=DEFAULT_RTOL,
         method: ``bdf``, ``lsoda``, ``radau`` (stiff; they use ``jac``), ``rk45``
             or ``dop853`` (SciPy ``solve_ivp``).
         rtol, atol: Tolerances.
-        jac: Optional dense Jacobian ``jac(t, y) -> (n, n)``; without it the stiff
-            methods form finite-difference ones.
+        jac: Optional dense Jacobian ``jac(t, y) -> (n, n)``; without it (and
+            without ``jac_blocks``) the stiff methods form finite-difference ones.
+        jac_blocks: Optional per-sample Jacobian blocks ``(t, y) -> (B, d, d)`` of a
+            state of ``B`` independent samples laid out sample by sample: handed to
+            LSODA as a banded matrix and to BDF and Radau as a sparse one.
         max_step: Optional largest step.
 
     Returns:
@@ -111,15 +143,17 @@ def dense_solve(fun: Callable, y0, t, method: str = "bdf", rtol=DEFAULT_RTOL,
     y0 = check_state(y0)
     ivp = _ivp_method(method)
     rhs = _Rhs(fun, y0.size, raise_through=True)
-    res, info = _run_ivp(rhs, (t[0], t[-1]), y0, ivp, rtol, atol, jac, t, max_step)
+    jac, extra = _jacobian(ivp, jac, jac_blocks, float(t[0]), y0)
+    res, info = _run_ivp(rhs, (t[0], t[-1]), y0, ivp, rtol, atol, jac, t, max_step, extra)
     info.nintervals = t.size - 1
     return DenseSolution(res.y.T.copy(), res.sol, info)
 
 
 def quadrature_adjoint(vjp: Callable, t, forward: DenseSolution, grad_ys, n_params: int, *,
                        method: str = "bdf", rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL,
-                       jac: Callable | None = None, fun: Callable | None = None,
-                       nodes: int = 4, time_gradients: bool = True,
+                       jac: Callable | None = None, jac_blocks: Callable | None = None,
+                       fun: Callable | None = None, nodes: int = 4,
+                       time_gradients: bool = True,
                        max_step: float | None = None) -> AdjointResult:
     """Gradients by the quadrature adjoint (see the module docstring).
 
@@ -134,6 +168,8 @@ def quadrature_adjoint(vjp: Callable, t, forward: DenseSolution, grad_ys, n_para
         jac: Optional forward Jacobian ``jac(t, y) -> (n, n)``; the backward system's
             is ``-jac^T`` at ``y(t)``. Without it the stiff methods form finite-difference
             Jacobians of the adjoint system (``n`` extra VJPs each).
+        jac_blocks: Optional per-sample Jacobian blocks (see :func:`dense_solve`);
+            the adjoint's are ``-blocks^T``, banded or sparse likewise.
         fun: ``fun(t, y)``, for the time gradients (default: from ``vjp``).
         nodes: Gauss-Legendre nodes per backward step.
         time_gradients: Compute ``dL/dt`` (one ``fun`` evaluation per output time).
@@ -144,8 +180,9 @@ def quadrature_adjoint(vjp: Callable, t, forward: DenseSolution, grad_ys, n_para
         evaluations and the quadrature's) as ``nfev``.
     """
     return _backward(vjp, t, forward.ys, grad_ys, n_params, lambda i: forward.sol,
-                     method=method, rtol=rtol, atol=atol, jac=jac, fun=fun, nodes=nodes,
-                     time_gradients=time_gradients, max_step=max_step, with_params=False)
+                     method=method, rtol=rtol, atol=atol, jac=jac, jac_blocks=jac_blocks,
+                     fun=fun, nodes=nodes, time_gradients=time_gradients, max_step=max_step,
+                     with_params=False)
 
 
 def interpolating_adjoint(vjp: Callable, t, forward: DenseSolution, grad_ys, n_params: int, *,
@@ -157,8 +194,9 @@ def interpolating_adjoint(vjp: Callable, t, forward: DenseSolution, grad_ys, n_p
     then form finite-difference Jacobians of that ``n + P`` system (``n + P`` VJPs
     each): prefer :func:`quadrature_adjoint` when ``P`` is large. Arguments as there."""
     return _backward(vjp, t, forward.ys, grad_ys, n_params, lambda i: forward.sol,
-                     method=method, rtol=rtol, atol=atol, jac=None, fun=fun, nodes=0,
-                     time_gradients=time_gradients, max_step=max_step, with_params=True)
+                     method=method, rtol=rtol, atol=atol, jac=None, jac_blocks=None, fun=fun,
+                     nodes=0, time_gradients=time_gradients, max_step=max_step,
+                     with_params=True)
 
 
 def checkpoint_grid(t, checkpoints: int) -> tuple[np.ndarray, np.ndarray]:
@@ -177,7 +215,8 @@ def checkpoint_grid(t, checkpoints: int) -> tuple[np.ndarray, np.ndarray]:
 def checkpointed_adjoint(fun: Callable, vjp: Callable, grid, ys, grad_ys, n_params: int, *,
                          method: str = "bdf", rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL,
                          forward_rtol=None, forward_atol=None, jac: Callable | None = None,
-                         nodes: int = 4, time_gradients: bool = True,
+                         jac_blocks: Callable | None = None, nodes: int = 4,
+                         time_gradients: bool = True,
                          max_step: float | None = None) -> AdjointResult:
     """Gradients by the checkpointed quadrature adjoint: only the states at ``grid``
     (the output times plus checkpoints, see :func:`checkpoint_grid`) were kept; each
@@ -193,19 +232,19 @@ def checkpointed_adjoint(fun: Callable, vjp: Callable, grid, ys, grad_ys, n_para
         dense = dense_solve(fun, ys[i - 1], grid[i - 1:i + 1], method,
                             rtol if forward_rtol is None else forward_rtol,
                             atol if forward_atol is None else forward_atol, jac=jac,
-                            max_step=max_step)
+                            jac_blocks=jac_blocks, max_step=max_step)
         resolved["nfev"] += dense.info.nfev
         return dense.sol
 
     res = _backward(vjp, grid, ys, grad_ys, n_params, interval_solution, method=method,
-                    rtol=rtol, atol=atol, jac=jac, fun=fun, nodes=nodes,
+                    rtol=rtol, atol=atol, jac=jac, jac_blocks=jac_blocks, fun=fun, nodes=nodes,
                     time_gradients=time_gradients, max_step=max_step, with_params=False)
     res.info.nfev += resolved["nfev"]
     return res
 
 
 def _backward(vjp, t, ys, grad_ys, n_params, interval_solution, *, method, rtol, atol, jac,
-              fun, nodes, time_gradients, max_step, with_params):
+              jac_blocks, fun, nodes, time_gradients, max_step, with_params):
     """The backward loop shared by the dense adjoints: interval by interval from the
     last output time, ``a`` (and with ``with_params`` also ``dL/dtheta``) integrated
     against ``y = interval_solution(i)`` on ``[t[i-1], t[i]]``, the parameter gradient
@@ -232,10 +271,8 @@ def _backward(vjp, t, ys, grad_ys, n_params, interval_solution, *, method, rtol,
         def adj_rhs(s, a):
             return -call_vjp(s, a)[n:2 * n]
 
-    adj_jac = None
-    if jac is not None and not with_params:
-        def adj_jac(s, a):
-            return -np.asarray(jac(s, current["y"](s))).T
+    def y_now(s):
+        return current["y"](s)
 
     if fun is None:
         zeros = np.zeros(n)
@@ -251,10 +288,12 @@ def _backward(vjp, t, ys, grad_ys, n_params, interval_solution, *, method, rtol,
         if time_gradients:
             grad_t[i] = float(np.dot(grad_ys[i], fun(float(t[i]), ys[i])))
         current["y"] = interval_solution(i)
+        adj_jac, extra = ((None, {}) if with_params else
+                          _jacobian(ivp, jac, jac_blocks, float(t[i]), y_now, adjoint=True))
         rhs = _Rhs(adj_rhs, state.size, raise_through=True)
         try:
             res, step_info = _run_ivp(rhs, (t[i], t[i - 1]), state, ivp, rtol, atol, adj_jac,
-                                      None, max_step)
+                                      None, max_step, extra)
         except SolverError as err:
             err.args = (f"{err.args[0]} (during the adjoint's backward pass, from "
                         f"t={float(t[i])!r} to t={float(t[i - 1])!r})",)

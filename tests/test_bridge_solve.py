@@ -272,3 +272,27 @@ def test_dense_fd_jacobian_on_large_state_is_refused():
     ys, info = sb.solve(f, np.ones(n), [0.0, 10.0], "lsoda", rtol=1e-6, atol=1e-9,
                         lband=0, uband=0)
     assert info.success and np.all(np.abs(ys[-1]) < 1e-3)
+
+
+def test_vode_bdf_with_dense_jacobians_is_as_efficient_as_lsoda():
+    """SciPy 1.17's VODE mishandles full Jacobians (scipy/scipy#24933): the bridge hands
+    them over as a band of full width. Van der Pol at mu = 1000 failed before with
+    'excess work'; Robertson took 3x the steps and 30x the Jacobians."""
+    def vdp(t, y, mu=1000.0):
+        return np.array([y[1], mu * (1 - y[0] ** 2) * y[1] - y[0]])
+
+    def rob(t, y):
+        return np.array([-0.04 * y[0] + 1e4 * y[1] * y[2],
+                         0.04 * y[0] - 1e4 * y[1] * y[2] - 3e7 * y[1] ** 2, 3e7 * y[1] ** 2])
+
+    def rob_jac(t, y):
+        return np.array([[-0.04, 1e4 * y[2], 1e4 * y[1]],
+                         [0.04, -1e4 * y[2] - 6e7 * y[1], -1e4 * y[1]],
+                         [0.0, 6e7 * y[1], 0.0]])
+
+    for f, jac, y0, t_end in ((vdp, None, [2.0, 0.0], 3000.0), (rob, None, [1.0, 0, 0], 1e5),
+                              (rob, rob_jac, [1.0, 0, 0], 1e5)):
+        ys, info = sb.solve(f, y0, [0.0, t_end], "bdf", 1e-6, 1e-8, jac=jac)
+        ref, ref_info = sb.solve(f, y0, [0.0, t_end], "lsoda", 1e-9, 1e-11, jac=jac)
+        np.testing.assert_allclose(ys[-1], ref[-1], rtol=1e-3, atol=1e-7)
+        assert info.nsteps < 1.5 * ref_info.nsteps and info.njev < 50

@@ -203,3 +203,46 @@ def test_odeblock_takes_the_quadrature_adjoint_and_keeps_it_through_save_and_loa
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     assert loaded.layers[-1].adjoint == "quadrature" and loaded.layers[-1].method == "radau"
+
+
+def test_banded_per_sample_jacobian_equals_the_dense_jacobians_blocks(stiff):
+    from tfode._compile import compile_dynamics
+
+    func, y0, _, _ = stiff
+    cb = compile_dynamics(func, tf.float64, y0.shape, "solve_ivp", None, False).callbacks(
+        tuple(y0.shape))
+    y = np.random.default_rng(1).normal(size=y0.shape).ravel()
+    dense = cb.jac(0.3, y)
+    blocks = cb.block_jac(0.3, y)
+    assert blocks.shape == (8, 4, 4)
+    layout = sb.BlockLayout(8, 4)
+    np.testing.assert_allclose(layout.dense(blocks), dense, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(layout.sparse(blocks).toarray(), dense, rtol=1e-12, atol=1e-12)
+    # LAPACK band storage: ab[u + i - j, j] = J[i, j] with u = l = d - 1.
+    ab = layout.banded(blocks)
+    i, j = np.nonzero(np.abs(np.subtract.outer(np.arange(32), np.arange(32))) <= 3)
+    np.testing.assert_allclose(ab[3 + i - j, j], dense[i, j], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("adjoint,method", [("quadrature", "bdf"), ("quadrature", "lsoda"),
+                                            ("quadrature", "radau"), ("checkpointed", "bdf")])
+def test_banded_autodiff_jacobians_give_the_stiff_mlp_gradient(stiff, adjoint, method):
+    func, y0, t, ref = stiff
+    grads, stats = _gradients(func, y0, t, method=method, rtol=1e-6, atol=1e-6,
+                              adjoint=adjoint, options={"jacobian": "banded"})
+    assert _error(grads, ref) < 1e-5
+    assert stats.as_dict()["njev_forward"] >= 1
+
+
+def test_banded_jacobian_with_the_backsolve_adjoint_and_its_errors(stiff):
+    func, y0, t, _ = stiff
+    banded = tfode.odeint(func, y0, t, method="lsoda", rtol=1e-8, atol=1e-8,
+                          options={"jacobian": "banded"})
+    dense = tfode.odeint(func, y0, t, method="lsoda", rtol=1e-8, atol=1e-8,
+                         options={"jacobian": "autodiff"})
+    np.testing.assert_allclose(banded, dense, rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="do not pass lband or uband"):
+        tfode.odeint(func, y0, t, method="bdf", options={"jacobian": "banded", "lband": 1})
+    with pytest.raises(ValueError, match="needs a batch of samples along the first axis"):
+        tfode.odeint(lambda s, y: -y, tf.constant([1.0, 2.0], tf.float64), [0.0, 1.0],
+                     method="bdf", options={"jacobian": "banded"})

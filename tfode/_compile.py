@@ -142,6 +142,7 @@ class Callbacks:
     def __init__(self, func, dtype, shape, variables, integrator, jit_compile,
                  rediscover: bool = False):
         self._func, self._dtype, self._shape = func, dtype, tuple(shape)
+        self.shape = self._shape
         self._integrator = integrator
         self._variables = list(variables)
         if rediscover:
@@ -152,7 +153,7 @@ class Callbacks:
             here = discover_variables(func, dtype, self._shape, integrator)
             self._variables = _match_variables(here, self._variables)
         self.n = int(np.prod(self._shape, dtype=np.int64))
-        self._jac = None
+        self._jac = self._block_jac = None
         self.jit = False
         f_cf, vjp_cf = self._trace(jit=False)
         if jit_compile in (True, "auto"):
@@ -239,6 +240,38 @@ class Callbacks:
             call = _flat_caller(cf)
             self._jac = lambda t, y: call(tf.constant(t, _F64), tf.constant(y)).numpy()
         return self._jac
+
+
+    @property
+    def block_jac(self) -> Callable:
+        """``block_jac(t, y_flat) -> (B, d, d)``: the Jacobian blocks of a batch of
+        independent samples (the state's first axis; ``d`` the size of one sample),
+        by one batch Jacobian (``d`` VJPs, not ``n``). Traced on first use."""
+        if self._block_jac is None:
+            func, dtype, shape, n = self._func, self._dtype, self._shape, self.n
+            if len(shape) < 2:
+                raise ValueError(
+                    f"A banded per-sample Jacobian needs a batch of samples along the first "
+                    f"axis of the state; the state has shape {shape}. Use "
+                    "jacobian='autodiff' for a dense one.")
+            batch, d = shape[0], n // shape[0]
+
+            def block_jac(t, y):
+                yc = tf.reshape(tf.cast(y, dtype), shape)
+                with tf.GradientTape() as tape:
+                    tape.watch(yc)
+                    out = _call_dynamics(func, tf.cast(t, dtype), yc, shape)
+                    out = tf.reshape(tf.cast(out, _F64), [batch, d])
+                blocks = tape.batch_jacobian(
+                    out, yc, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                return tf.reshape(tf.cast(blocks, _F64), [batch, d, d])
+
+            spec_t, spec_y = tf.TensorSpec([], _F64), tf.TensorSpec([n], _F64)
+            with _tracing_for(self._integrator):
+                cf = tf.function(block_jac).get_concrete_function(spec_t, spec_y)
+            call = _flat_caller(cf)
+            self._block_jac = lambda t, y: call(tf.constant(t, _F64), tf.constant(y)).numpy()
+        return self._block_jac
 
 
 class CompiledDynamics:

@@ -181,18 +181,22 @@ class _Solver:
                  adjoint_atol, adjoint_options, restart, seminorm, stats, adjoint="backsolve"):
         self.compiled = compiled
         self.method, self.rtol, self.atol = method, rtol, atol
+        self._layouts: dict[tuple, sb.BlockLayout] = {}
         self.jacobian = options.pop("jacobian", None)
-        if self.jacobian not in (None, "autodiff"):
-            raise ValueError(f"options['jacobian'] must be 'autodiff' or absent; got "
-                             f"{self.jacobian!r}.")
+        if self.jacobian not in (None, "autodiff", "banded"):
+            raise ValueError(f"options['jacobian'] must be 'autodiff', 'banded' or absent; "
+                             f"got {self.jacobian!r}.")
         self.adjoint = adjoint
         if adjoint != "backsolve":
             self._init_quadrature(options, adjoint_method, adjoint_rtol, adjoint_atol,
                                   adjoint_options, stats)
             return
         if self.jacobian and not sb.get_method(method).jacobian:
-            raise ValueError(f"jacobian='autodiff' needs a method that uses a Jacobian "
-                             f"(lsoda, bdf, odeint); got {method!r}.")
+            raise ValueError(f"jacobian={self.jacobian!r} needs a method that uses a "
+                             f"Jacobian (lsoda, bdf, odeint); got {method!r}.")
+        if self.jacobian == "banded" and ("lband" in options or "uband" in options):
+            raise ValueError("jacobian='banded' sets lband = uband = d - 1 (d the size of "
+                             "one sample) itself; do not pass lband or uband with it.")
         self.options = options
         self.adjoint_method = adjoint_method
         self.adjoint_rtol = rtol if adjoint_rtol is None else adjoint_rtol
@@ -235,16 +239,37 @@ class _Solver:
         self._dense: dict[int, sb.DenseSolution] = {}
         self._token = 0
 
+    def _jacobians(self, cb):
+        """``(jac, jac_blocks, extra options)`` for the solver from the option."""
+        if self.jacobian == "autodiff":
+            return cb.jac, None, {}
+        if self.jacobian != "banded":
+            return None, None, {}
+        blocks = cb.block_jac
+        if self.adjoint != "backsolve":
+            return None, blocks, {}
+        layout = self._layouts.get(cb.shape)
+        if layout is None:
+            if len(cb.shape) < 2:
+                raise ValueError(
+                    f"jacobian='banded' needs a batch of samples along the first axis of the "
+                    f"state; the state has shape {cb.shape}. Use jacobian='autodiff'.")
+            batch = cb.shape[0]
+            layout = self._layouts[cb.shape] = sb.BlockLayout(batch, cb.n // batch)
+        return ((lambda s, y: layout.banded(blocks(s, y))), None,
+                {"lband": layout.bandwidth, "uband": layout.bandwidth})
+
     def forward(self, y0, t, shape):
         cb = self.compiled.callbacks(shape)
-        jac = cb.jac if self.jacobian else None
+        jac, jac_blocks, extra = self._jacobians(cb)
         token = 0
         with _record.stop_recording():
             if self.adjoint != "backsolve":
                 grid, index = (sb.checkpoint_grid(t, self.checkpoints)
                                if self.adjoint == "checkpointed" else (t, None))
                 dense = sb.dense_solve(cb.fun, y0, grid, self.method, self.rtol, self.atol,
-                                       jac=jac, max_step=self.options.get("max_step"))
+                                       jac=jac, jac_blocks=jac_blocks,
+                                       max_step=self.options.get("max_step"))
                 info = dense.info
                 if index is None:
                     ys = dense.ys
@@ -259,7 +284,7 @@ class _Solver:
                     del self._dense[old]
             else:
                 ys, info = sb.solve(cb.fun, y0, t, self.method, self.rtol, self.atol, jac=jac,
-                                    **self.options)
+                                    **self.options, **extra)
         if self.stats is not None:
             self.stats.forward_info = info
         return ys, np.asarray(info_vector(info), dtype=np.int64), np.int64(token)
@@ -287,13 +312,14 @@ class _Solver:
                 f"{self.adjoint} adjoint keeps the last {self.KEEP_DENSE} forward solves of "
                 "an odeint call site. Compute gradients soon after the forward pass.")
         cb = self.compiled.callbacks(shape)
-        jac = cb.jac if self.jacobian else None
+        jac, jac_blocks, _ = self._jacobians(cb)
         common = dict(method=self.adjoint_method, rtol=self.adjoint_rtol,
                       atol=self.adjoint_atol, max_step=self.adjoint_options.get("max_step"))
         with _record.stop_recording():
             if self.adjoint == "quadrature":
                 res = sb.quadrature_adjoint(cb.vjp, t, dense, dys, self.n_params, jac=jac,
-                                            fun=cb.fun, nodes=self.nodes, **common)
+                                            jac_blocks=jac_blocks, fun=cb.fun,
+                                            nodes=self.nodes, **common)
             elif self.adjoint == "interpolating":
                 res = sb.interpolating_adjoint(cb.vjp, t, dense, dys, self.n_params,
                                                fun=cb.fun, **common)
@@ -302,7 +328,8 @@ class _Solver:
                 grad_grid[dense.index] = dys
                 res = sb.checkpointed_adjoint(
                     cb.fun, cb.vjp, dense.grid, dense.ys, grad_grid, self.n_params, jac=jac,
-                    nodes=self.nodes, forward_rtol=self.rtol, forward_atol=self.atol, **common)
+                    jac_blocks=jac_blocks, nodes=self.nodes, forward_rtol=self.rtol,
+                    forward_atol=self.atol, **common)
                 res.grad_t = res.grad_t[dense.index]
         return self._gradients(res)
 
