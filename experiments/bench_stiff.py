@@ -1,5 +1,7 @@
 """Gradients through stiff dynamics: every adjoint on the stiff MLP of issue 8
-(quadrature, interpolating, checkpointed - at the output times only - and backsolve).
+(quadrature, interpolating, checkpointed - at the output times only - and backsolve),
+and the quadrature adjoint with finite-difference, dense and banded autodiff Jacobians
+on a batch of 256 (``--jac-batch``).
 
 The problem: ``f(y) = Dense(32 -> 4)(tanh(Dense(4 -> 32)(y))) - diag(1, 10, 100, 1000) y``,
 a batch of 8 states, ``t`` in ``[0, 2]`` with 5 output times, loss ``sum(y^2)``,
@@ -92,14 +94,14 @@ def rk4_reference(func, y0, t, step: float = 1e-4):
     return float(loss), [g.numpy() for g in grads]
 
 
-def tfode_side(func, y0, t, method: str, adjoint: str, tol: float, jacobian: bool):
+def tfode_side(func, y0, t, method: str, adjoint: str, tol: float, jacobian: str | None):
     """One forward + backward through tfode; its timings, statistics and gradients."""
     import tensorflow as tf
 
     import tfode
 
     stats = tfode.SolveStats()
-    options = {"jacobian": "autodiff"} if jacobian else {}
+    options = {"jacobian": jacobian} if jacobian else {}
     kwargs = dict(method=method, rtol=tol, atol=tol, adjoint=adjoint, stats=stats,
                   options=options)
     if adjoint == "backsolve" and method in ("bdf", "lsoda"):
@@ -169,18 +171,41 @@ def grad_error(grads, ref) -> float:
     return float(np.linalg.norm(got - want) / np.linalg.norm(want))
 
 
-CASES = (("quadrature", "bdf", True), ("quadrature", "lsoda", True),
-         ("quadrature", "radau", True), ("quadrature", "bdf", False),
-         ("interpolating", "radau", False), ("interpolating", "lsoda", False),
-         ("checkpointed", "radau", True), ("checkpointed", "bdf", True),
-         ("backsolve", "bdf", True), ("backsolve", "lsoda", True),
-         ("backsolve", "adams", False))
+CASES = (("quadrature", "bdf", "autodiff"), ("quadrature", "lsoda", "autodiff"),
+         ("quadrature", "radau", "autodiff"), ("quadrature", "bdf", None),
+         ("quadrature", "bdf", "banded"), ("interpolating", "radau", None),
+         ("interpolating", "lsoda", None), ("checkpointed", "radau", "autodiff"),
+         ("checkpointed", "bdf", "autodiff"), ("backsolve", "bdf", "autodiff"),
+         ("backsolve", "lsoda", "autodiff"), ("backsolve", "adams", None))
+#: The Jacobian comparison: the quadrature adjoint with finite-difference, dense
+#: autodiff and banded per-sample autodiff Jacobians on a larger batch.
+JACOBIANS = (None, "autodiff", "banded")
+
+
+def jacobian_comparison(args) -> list[dict]:
+    """The quadrature adjoint on ``args.jac_batch`` samples with each kind of Jacobian;
+    gradients compared with the banded run's."""
+    func, y0, t = stiff_problem(batch=args.jac_batch)
+    rows = []
+    for method in ("bdf", "radau"):
+        grads = {}
+        for jac in JACOBIANS:
+            row, grads[jac] = tfode_side(func, y0, t, method, "quadrature", args.tol, jac)
+            rows.append({"batch": args.jac_batch, "method": method,
+                         "jacobian": jac or "finite differences", **row})
+            print(f"  Jacobians, batch {args.jac_batch}, {method}, {jac}: "
+                  f"{row['total_s']:.2f} s", flush=True)
+        for row, jac in zip(rows[-len(JACOBIANS):], JACOBIANS):
+            row["grad_rel_diff"] = grad_error(grads[jac], grads["banded"])
+    return rows
 
 
 def main(argv=None):
     parser = script_parser(__doc__)
     parser.add_argument("--tol", type=float, default=1e-6, help="rtol = atol")
     parser.add_argument("--repeats", type=int, default=3, help="repeats (medians of times)")
+    parser.add_argument("--jac-batch", type=int, default=256,
+                        help="samples in the Jacobian comparison")
     parser.add_argument("--out", default="results/benchmarks/stiff", help="output prefix")
     args = parser.parse_args(argv)
     single_thread_tf()
@@ -190,7 +215,9 @@ def main(argv=None):
     print(f"reference (RK4 backprop, h = 1e-4): {time.perf_counter() - start:.1f} s")
     rows = []
     for adjoint, method, jac in CASES:
-        label = f"tfode {adjoint}, {method}" + (", autodiff Jacobian" if jac else "")
+        label = f"tfode {adjoint}, {method}, " + {None: "FD Jacobian", "autodiff":
+                                                  "autodiff Jacobian", "banded":
+                                                  "banded autodiff Jacobian"}[jac]
         try:
             runs = [tfode_side(func, y0, t, method, adjoint, args.tol, jac)
                     for _ in range(args.repeats)]
@@ -226,8 +253,14 @@ def main(argv=None):
     from pathlib import Path
 
     write_table(Path(args.out), rows, cols)
+    jac_rows = jacobian_comparison(args)
+    write_table(Path(args.out + "_jacobians"), jac_rows,
+                ["batch", "method", "jacobian", "forward_s", "backward_s", "total_s",
+                 "nfe_forward", "nfe_backward", "njev_forward", "njev_backward",
+                 "grad_rel_diff"])
     write_json(args.out + ".json", {"benchmark": "stiff MLP, every adjoint",
-                                    "machine": machine(), "tol": args.tol, "rows": rows})
+                                    "machine": machine(), "tol": args.tol, "rows": rows,
+                                    "jacobians": jac_rows})
     print(f"wrote {args.out}.json, .md and .csv")
     return rows
 

@@ -61,8 +61,12 @@ def odeint(func: Callable, y0, t, *, method: str = "lsoda", rtol=sb.DEFAULT_RTOL
             :func:`solvers_bridge.solve` (``max_steps``, ``first_step``,
             ``max_step``, ``min_step``, ``max_fd_jacobian_size``, ...) plus
             ``jacobian="autodiff"`` (``lsoda``, ``bdf``, ``odeint``: hand the solver
-            the dense Jacobian computed by TensorFlow); for the fixed-step methods
-            ``step_size`` or ``num_steps`` (steps per output interval, default 1).
+            the dense Jacobian computed by TensorFlow) or ``jacobian="banded"`` (for
+            a batch of independent samples along the state's first axis: one batch
+            Jacobian gives the ``d x d`` blocks, handed over as a band of width
+            ``d - 1`` or a sparse matrix, never a dense ``n x n``); for the
+            fixed-step methods ``step_size`` or ``num_steps`` (steps per output
+            interval, default 1).
         adjoint_method: Method of the backward pass; default
             :func:`solvers_bridge.default_adjoint_method` (the forward method, or
             ``adams`` where that would form a dense finite-difference Jacobian on a
@@ -88,8 +92,8 @@ def odeint(func: Callable, y0, t, *, method: str = "lsoda", rtol=sb.DEFAULT_RTOL
             states at the output times plus ``options["checkpoints"]`` equally
             spaced times and re-solves each interval forward before its quadrature
             backward (memory O(checkpoints)). Their options are ``max_step``,
-            ``jacobian="autodiff"`` (used forward and, transposed, backward),
-            ``nodes`` (Gauss nodes per backward step, default 4) and
+            ``jacobian="autodiff"`` or ``"banded"`` (used forward and, transposed,
+            backward), ``nodes`` (Gauss nodes per backward step, default 4) and
             ``checkpoints``; ``adjoint_method`` defaults to ``method``.
         variables: The variables to differentiate; default: every trainable
             variable ``func`` reads. A read variable missing from this list warns.
