@@ -7,6 +7,7 @@ integrates the augmented adjoint ODE backward through the same solvers.
 
 Public surface:
     odeint: the differentiable solve.
+    odeint_event: integrate until an event, the event time differentiable.
     methods: the method names it accepts.
     SolveStats: forward/backward evaluation counts as variables.
     SolverError, NestedSolveError, SolveInfo: from :mod:`solvers_bridge`.
@@ -14,11 +15,12 @@ Public surface:
 """
 
 from solvers_bridge import NestedSolveError, SolveInfo, SolverError
+from tfode._event import odeint_event
 from tfode._odeint import methods, odeint
 from tfode._stats import SolveStats
 
 __all__ = ["NestedSolveError", "SolveInfo", "SolveStats", "SolverError", "layers", "methods",
-           "odeint"]
+           "odeint", "odeint_event"]
 __version__ = "0.1.0"
 
 
