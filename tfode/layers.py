@@ -30,6 +30,7 @@ if keras.backend.backend() != "tensorflow":
 from tensorflow.python.saved_model import save_context  # noqa: E402
 
 from tfode._odeint import odeint  # noqa: E402
+from tfode._regularize import RegularizedDynamics  # noqa: E402
 from tfode._stats import SolveStats  # noqa: E402
 
 _PACKAGE = "tfode"
@@ -74,6 +75,14 @@ class ODEBlock(keras.layers.Layer):
             setting: VODE implicit Adams at rtol = atol = 1e-3 with the backsolve
             adjoint; ``adjoint="quadrature"`` (with ``method="bdf"``, ``"lsoda"`` or
             ``"radau"``) for stiff dynamics.
+        kinetic: Weight of the kinetic-energy regulariser: the per-sample integral of
+            ``||f||^2`` is solved with the state and ``kinetic`` times its batch mean
+            is added to the layer's losses when training.
+        jacobian_norm: Weight of the Jacobian Frobenius regulariser (the Hutchinson
+            estimate ``integral ||e^T df/dh||^2 dt`` with one Rademacher probe per
+            solve), likewise.
+        steer: STEER: when training, the end time is drawn uniformly from
+            ``t[-1] +- steer`` (two integration times only).
         **kwargs: Keras layer arguments (``name``, ``dtype``, ...).
 
     Attributes:
@@ -86,6 +95,7 @@ class ODEBlock(keras.layers.Layer):
                  adjoint_method: str | None = None, adjoint_rtol=None, adjoint_atol=None,
                  adjoint_options: dict | None = None, restart: bool = True,
                  seminorm: bool = False, jit_compile="auto", adjoint: str = "backsolve",
+                 kinetic: float = 0.0, jacobian_norm: float = 0.0, steer: float = 0.0,
                  **kwargs):
         global_dtype = keras.config.dtype_policy().compute_dtype
         if kwargs.get("dtype") is None and global_dtype in _SIXTEEN_BIT:
@@ -114,6 +124,16 @@ class ODEBlock(keras.layers.Layer):
         self.adjoint_options = None if adjoint_options is None else dict(adjoint_options)
         self.restart, self.seminorm, self.jit_compile = restart, seminorm, jit_compile
         self.adjoint = adjoint
+        for label, value in (("kinetic", kinetic), ("jacobian_norm", jacobian_norm),
+                             ("steer", steer)):
+            if not (np.isfinite(value) and value >= 0):
+                raise ValueError(f"{label} must be a non-negative number; got {value!r}.")
+        if steer and (times.size != 2 or steer >= abs(times[1] - times[0])):
+            raise ValueError(f"steer needs t = (t0, t1) with steer < |t1 - t0|; got t={t!r}, "
+                             f"steer={steer!r}.")
+        self.kinetic, self.jacobian_norm, self.steer = (float(kinetic), float(jacobian_norm),
+                                                        float(steer))
+        self._regularized = None
         self.stats = SolveStats(name=f"{self.name}_stats")
         _BLOCKS[self.name] = weakref.ref(self)
 
@@ -136,15 +156,32 @@ class ODEBlock(keras.layers.Layer):
             return (state[0], len(self.t)) + tuple(state[1:])
         return state
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         if save_context.in_save_context():
             raise RuntimeError(SAVEDMODEL_MESSAGE)
         h = tf.cast(inputs, self.compute_dtype)
         if self.augment_dim:
             pad = [[0, 0]] * (h.shape.rank - 1) + [[0, self.augment_dim]]
             h = tf.pad(h, pad)
-        ys = odeint(self.dynamics, h, tf.constant(self.t, tf.float64), stats=self.stats,
-                    **{k: getattr(self, k) for k in _ODE_ARGS})
+        t = tf.constant(self.t, tf.float64)
+        if self.steer and training:
+            t1 = t[1] + tf.random.uniform([], -self.steer, self.steer, dtype=tf.float64)
+            t = tf.stack([t[0], t1])
+        solver = {k: getattr(self, k) for k in _ODE_ARGS}
+        if (self.kinetic or self.jacobian_norm) and training:
+            if self._regularized is None:
+                self._regularized = RegularizedDynamics(
+                    self.dynamics, h.shape[1:], bool(self.kinetic), bool(self.jacobian_norm))
+            reg = self._regularized
+            states = odeint(reg, reg.initial_state(h), t, stats=self.stats, **solver)
+            ys, values = reg.split(states)
+            penalty = 0.0
+            for name, weight in (("kinetic", self.kinetic), ("jacobian", self.jacobian_norm)):
+                if name in values:
+                    penalty += weight * tf.reduce_mean(values[name][-1])
+            self.add_loss(penalty)
+        else:
+            ys = odeint(self.dynamics, h, t, stats=self.stats, **solver)
         if not self.return_sequences:
             return ys[-1]
         perm = [1, 0] + list(range(2, ys.shape.rank))
@@ -160,6 +197,7 @@ class ODEBlock(keras.layers.Layer):
         config.update(
             dynamics=keras.saving.serialize_keras_object(self.dynamics), t=list(self.t),
             return_sequences=self.return_sequences, augment_dim=self.augment_dim,
+            kinetic=self.kinetic, jacobian_norm=self.jacobian_norm, steer=self.steer,
             **{k: getattr(self, k) for k in _ODE_ARGS})
         return config
 
