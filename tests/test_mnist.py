@@ -33,7 +33,8 @@ def tiny_data(n=16, seed=0):
 
 def args_for(tmp_path, **kw):
     base = dict(downsampling="res", method="adams", tol=1e-2, rk_steps=1, seed=0, lr=0.1,
-                batch_size=8, boundaries=(1, 2, 3), epochs=1, resume=False, verbose=0)
+                batch_size=8, boundaries=(1, 2, 3), epochs=1, resume=False, verbose=0,
+                kinetic=0.0, jacobian_norm=0.0, steer=0.0)
     base.update(kw)
     return argparse.Namespace(**base)
 
@@ -143,3 +144,16 @@ def test_tfds_path_with_mock_data():
         data = mnist_data.from_tfds(download=True)
     assert data.x_train.shape == (12, 28, 28, 1) and data.y_train.dtype == np.int64
     assert data.source == "tensorflow-datasets mnist"
+
+
+def test_regularizer_flags_reach_the_ode_block_and_its_losses():
+    from experiments.mnist_models import ode_block
+
+    model = build_model("odenet", tol=1e-1, regularizers={"kinetic": 0.1, "steer": 0.2})
+    block = ode_block(model)
+    assert (block.kinetic, block.jacobian_norm, block.steer) == (0.1, 0.0, 0.2)
+    x = np.random.default_rng(0).random((2, 28, 28, 1), dtype=np.float32)
+    model(x, training=True)
+    assert len(model.losses) == 1 and float(model.losses[0]) > 0
+    model(x, training=False)
+    assert not model.losses
