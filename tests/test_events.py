@@ -86,3 +86,27 @@ def test_no_event_is_a_clear_error():
     with pytest.raises(ValueError, match="No event: event_fn did not cross zero"):
         tfode.odeint_event(lambda t, y: -y, tf.constant([1.0], tf.float64), 0.0,
                            lambda t, y: y[0] + 1.0, t_max=3.0)
+
+
+def test_non_terminal_events_are_every_crossing_each_differentiable():
+    # y = sin(w t) (as the first component of a harmonic oscillator) crosses 0.5 upward at
+    # t_k = (asin(0.5) + 2 pi k) / w: dt_k/dw = -t_k / w.
+    w = tf.Variable(1.3, dtype=tf.float64)
+    y0 = tf.constant([0.0, 1.0], tf.float64)
+
+    def oscillator(t, s):
+        return tf.stack([w * s[1], -w * s[0]])
+
+    with tf.GradientTape(persistent=True) as tape:
+        times, states = tfode.odeint_event(oscillator, y0, 0.0, lambda t, s: s[0] - 0.5,
+                                           t_max=12.0, direction=1.0, terminal=False,
+                                           rtol=TOL, atol=TOL)
+        total = tf.reduce_sum(times)
+    want = np.array([(math.asin(0.5) + 2 * math.pi * k) / 1.3 for k in range(3)])
+    want = want[want < 12.0]
+    np.testing.assert_allclose(times, want, rtol=1e-8)
+    np.testing.assert_allclose(states[:, 0], 0.5, rtol=1e-7)
+    assert float(tape.gradient(total, w)) == pytest.approx(float(np.sum(-want / 1.3)), rel=1e-6)
+    with pytest.raises(NotImplementedError, match="runs eagerly only"):
+        tf.function(lambda: tfode.odeint_event(oscillator, y0, 0.0, lambda t, s: s[0],
+                                               t_max=3.0, terminal=False))()

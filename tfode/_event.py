@@ -26,8 +26,8 @@ _F64 = tf.float64
 
 
 def odeint_event(func: Callable, y0, t0, event_fn: Callable, *, t_max: float,
-                 direction: float = 0.0, method: str = "lsoda", rtol=sb.DEFAULT_RTOL,
-                 atol=sb.DEFAULT_ATOL, **odeint_kwargs):
+                 direction: float = 0.0, terminal: bool = True, method: str = "lsoda",
+                 rtol=sb.DEFAULT_RTOL, atol=sb.DEFAULT_ATOL, **odeint_kwargs):
     """Integrates ``dy/dt = func(t, y)`` from ``t0`` until ``event_fn(t, y) = 0``.
 
     Args:
@@ -38,6 +38,9 @@ def odeint_event(func: Callable, y0, t0, event_fn: Callable, *, t_max: float,
             variables get gradients too.
         t_max: The search stops here; no event before it is an error.
         direction: Only crossings with this sign of slope count (0: any).
+        terminal: Stop at the first event (default). ``False`` returns every event
+            before ``t_max`` (eager mode only: their number is known only after the
+            solve).
         method: Solver (``lsoda``, ``bdf``, ``dop853``, ... as for
             :func:`tfode.odeint`); the event is located with SciPy ``solve_ivp``'s
             method of the same name where there is one (else LSODA).
@@ -47,7 +50,8 @@ def odeint_event(func: Callable, y0, t0, event_fn: Callable, *, t_max: float,
 
     Returns:
         ``(t_event, y_event)``: the first event time (float64 scalar) and the state
-        there, both differentiable.
+        there, both differentiable; with ``terminal=False`` the times ``[K]`` and
+        states ``[K, *y0.shape]`` of all ``K`` events.
 
     Raises:
         ValueError: no event between ``t0`` and ``t_max``, or bad input.
@@ -57,8 +61,20 @@ def odeint_event(func: Callable, y0, t0, event_fn: Callable, *, t_max: float,
         raise TypeError(f"y0 must be a float tensor; got dtype {y0.dtype.name}.")
     t0 = tf.cast(tf.convert_to_tensor(t0), _F64)
     t_max = float(t_max)
-    locate = _Locator(func, event_fn, y0, direction, method, rtol, atol, t_max)
+    locate = _Locator(func, event_fn, y0, direction, method, rtol, atol, t_max, terminal)
     y_flat = tf.reshape(tf.cast(y0, _F64), [-1])
+    if not terminal:
+        if not tf.executing_eagerly():
+            raise NotImplementedError(
+                "odeint_event(terminal=False) runs eagerly only (the number of events is "
+                "known only after the solve); call it outside tf.function, or use "
+                "terminal=True.")
+        times = tf.constant(locate(y_flat.numpy(), t0.numpy()), _F64)
+        ys = odeint(func, y0, tf.concat([[t0], times], 0), method=method, rtol=rtol,
+                    atol=atol, **odeint_kwargs)[1:]
+        pairs = [_reroute(func, event_fn, times[k], ys[k], locate.event_variables)
+                 for k in range(int(times.shape[0]))]
+        return tf.stack([p[0] for p in pairs]), tf.stack([p[1] for p in pairs])
     if tf.executing_eagerly():
         t_star = tf.constant(locate(y_flat.numpy(), t0.numpy()), _F64)
     else:
@@ -73,7 +89,8 @@ def odeint_event(func: Callable, y0, t0, event_fn: Callable, *, t_max: float,
 class _Locator:
     """The NumPy side: locates the first event with ``solve_ivp``."""
 
-    def __init__(self, func, event_fn, y0, direction, method, rtol, atol, t_max):
+    def __init__(self, func, event_fn, y0, direction, method, rtol, atol, t_max,
+                 terminal=True):
         self.shape, self.dtype = tuple(y0.shape), y0.dtype
         self.t_max, self.rtol, self.atol = t_max, rtol, atol
         self.ivp = sb.DENSE_METHODS.get(method, "LSODA")
@@ -92,7 +109,8 @@ class _Locator:
         def event(t, y):
             return float(g(tf.constant(t, _F64), tf.constant(y)).numpy())
 
-        event.terminal, event.direction = True, float(direction)
+        event.terminal, event.direction = bool(terminal), float(direction)
+        self.terminal = bool(terminal)
         self.event = event
 
     def __call__(self, y0, t0):
@@ -107,7 +125,9 @@ class _Locator:
                 f"No event: event_fn did not cross zero (direction {self.event.direction:g}) "
                 f"between t0={float(t0)!r} and t_max={self.t_max!r}. Raise t_max or check "
                 "the event function's sign.")
-        return np.float64(res.t_events[0][0])
+        if self.terminal:
+            return np.float64(res.t_events[0][0])
+        return np.asarray(res.t_events[0], dtype=np.float64)
 
 
 def _reroute(func, event_fn, t_star, y_star, event_variables):
