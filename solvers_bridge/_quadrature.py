@@ -7,8 +7,10 @@ solution instead:
 
 * :func:`quadrature_adjoint`: the forward pass keeps a dense solution ``y(t)`` (SciPy
   ``solve_ivp`` with ``dense_output=True``: the interpolants of LSODA, BDF or Radau
-  themselves); only the ``n``-dimensional adjoint ``da/dt = -(df/dy)^T a`` is
-  integrated backward, with the same kind of stiff solver and the Jacobian
+  themselves; for VODE's implicit Adams, which has no dense output, its steps are
+  recorded with their derivatives and interpolated by cubic Hermite polynomials);
+  only the ``n``-dimensional adjoint ``da/dt = -(df/dy)^T a`` is integrated
+  backward, with the same kind of stiff solver and the Jacobian
   ``-(df/dy)^T`` when one is given; ``dL/dtheta = integral of a^T df/dtheta dt`` is
   computed by Gauss-Legendre quadrature on every backward step from the backward
   solver's own dense output, so the parameters never enter the stiff system.
@@ -37,9 +39,10 @@ from solvers_bridge._info import SolveInfo
 from solvers_bridge._methods import _DynamicsFailed, _raise_callback_error, _Rhs
 from solvers_bridge._solve import DEFAULT_ATOL, DEFAULT_RTOL, check_state, check_times
 
-#: Methods with a dense output, by their registry-style names -> solve_ivp's names.
+#: Methods with a dense output, by their registry-style names -> solve_ivp's names
+#: (``adams``: VODE's implicit Adams, its steps recorded and Hermite-interpolated).
 DENSE_METHODS = {"lsoda": "LSODA", "bdf": "BDF", "radau": "Radau", "rk45": "RK45",
-                 "dop853": "DOP853"}
+                 "dop853": "DOP853", "adams": "VODE_ADAMS"}
 #: Methods that use a Jacobian.
 _JACOBIAN_METHODS = {"LSODA", "BDF", "Radau"}
 
@@ -87,8 +90,11 @@ def _run_ivp(rhs: _Rhs, span, y0, method, rtol, atol, jac, t_eval, max_step, ext
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = solve_ivp(rhs, span, y0, method=method, t_eval=t_eval, dense_output=True,
-                            rtol=rtol, atol=atol, **kwargs)
+            if method == "VODE_ADAMS":
+                res = _vode_adams(rhs, span, y0, rtol, atol, t_eval, max_step)
+            else:
+                res = solve_ivp(rhs, span, y0, method=method, t_eval=t_eval,
+                                dense_output=True, rtol=rtol, atol=atol, **kwargs)
     except _DynamicsFailed:
         res = None
     info = SolveInfo(method=method.lower(), nfev=rhs.nfev,
@@ -107,6 +113,59 @@ def _run_ivp(rhs: _Rhs, span, y0, method, rtol, atol, jac, t_eval, max_step, ext
             method=method.lower(), t=info.t_reached, step=None, solver_message=str(res.message),
             info=info, ys=None)
     return res, info
+
+
+class _HermiteSolution:
+    """Piecewise cubic Hermite interpolation of recorded steps ``(ts, ys, fs)``:
+    ``sol(t)`` like SciPy's ``OdeSolution``, ``ts`` the step times in the order taken."""
+
+    def __init__(self, ts, ys, fs):
+        from scipy.interpolate import CubicHermiteSpline
+
+        self.ts = np.asarray(ts)
+        order = np.argsort(self.ts)
+        self._spline = CubicHermiteSpline(self.ts[order], np.asarray(ys)[order],
+                                          np.asarray(fs)[order], axis=0)
+
+    def __call__(self, t):
+        out = self._spline(t)
+        return out if np.ndim(t) == 0 else out.T
+
+
+def _vode_adams(rhs: _Rhs, span, y0, rtol, atol, t_eval, max_step):
+    """VODE's implicit Adams one step at a time, every accepted step recorded with its
+    derivative (one more evaluation per step), the dense output by Hermite
+    interpolation between steps. Returns a ``solve_ivp``-like result."""
+    from types import SimpleNamespace
+
+    from scipy.integrate import ode
+
+    t0, t1 = float(span[0]), float(span[1])
+    kwargs = {"max_step": max_step} if max_step is not None else {}
+    r = ode(rhs).set_integrator("vode", method="adams", rtol=rtol, atol=atol, nsteps=10 ** 6,
+                                **kwargs)
+    r.set_initial_value(y0, t0)
+    ts, ys, fs = [t0], [np.array(y0, dtype=np.float64)], [rhs(t0, np.array(y0, np.float64))]
+    direction = np.sign(t1 - t0)
+    status, message = 0, "success"
+    while (t1 - r.t) * direction > 0:
+        y = r.integrate(t1, step=True)
+        if not r.successful() or rhs.error is not None:
+            status, message = -1, f"VODE return code {r.get_return_code()}"
+            break
+        ts.append(float(r.t))
+        ys.append(np.array(y))
+        fs.append(rhs(float(r.t), np.array(y)))
+    sol = _HermiteSolution(ts, ys, fs)
+    if status == 0 and (ts[-1] - t1) * direction > 0:
+        # The last step overshot t1: the span's steps end at t1 (the interpolant
+        # still covers the overshoot).
+        sol.ts = np.append(sol.ts[:-1], t1)
+    times = np.asarray([t1] if t_eval is None else t_eval, dtype=np.float64)
+    if status != 0:
+        times = np.asarray([ts[-1]])
+    return SimpleNamespace(t=times, y=np.atleast_2d(sol(times)).reshape(len(y0), -1),
+                           sol=sol, njev=0, status=status, message=message)
 
 
 class DenseSolution:
@@ -133,7 +192,8 @@ def dense_solve(fun: Callable, y0, t, method: str = "bdf", rtol=DEFAULT_RTOL,
         y0: Initial state at ``t[0]``.
         t: Output times, strictly monotonic.
         method: ``bdf``, ``lsoda``, ``radau`` (stiff; they use ``jac``), ``rk45``
-            or ``dop853`` (SciPy ``solve_ivp``).
+            or ``dop853`` (SciPy ``solve_ivp``), or ``adams`` (VODE's implicit Adams,
+            steps recorded and Hermite-interpolated).
         rtol, atol: Tolerances.
         jac: Optional dense Jacobian ``jac(t, y) -> (n, n)``; without it (and
             without ``jac_blocks``) the stiff methods form finite-difference ones.

@@ -82,7 +82,8 @@ def odeint(func: Callable, y0, t, *, method: str = "lsoda", rtol=sb.DEFAULT_RTOL
         adjoint: ``"backsolve"`` (default, the paper's: integrates ``y`` back with
             the adjoint, O(1) memory, unstable on stiff dynamics); or one of the
             dense adjoints, which need a ``solve_ivp`` method (``bdf``, ``lsoda``,
-            ``radau``, ``rk45``, ``dop853``) and give right gradients through stiff
+            ``radau``, ``rk45``, ``dop853``) or VODE ``adams`` (steps recorded and
+            Hermite-interpolated) and give right gradients through stiff
             dynamics: ``"quadrature"`` keeps the dense forward solution, integrates
             only the adjoint backward with the same kind of solver and gets the
             parameter gradients by Gauss quadrature (memory O(steps));
