@@ -84,15 +84,16 @@ def test_quadrature_adjoint_gets_the_stiff_mlp_gradient_to_1e5(stiff, method):
         np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5 * np.abs(r).max())
 
 
-@pytest.mark.parametrize("adjoint,options", [
-    ("interpolating", {}),
-    ("checkpointed", {"jacobian": "autodiff"}),
-    ("checkpointed", {"jacobian": "autodiff", "checkpoints": 7}),
+@pytest.mark.parametrize("adjoint,method,options", [
+    ("interpolating", "radau", {}),
+    ("interpolating", "lsoda", {}),
+    ("checkpointed", "radau", {"jacobian": "autodiff"}),
+    ("checkpointed", "bdf", {"jacobian": "autodiff", "checkpoints": 7}),
 ])
 def test_interpolating_and_checkpointed_adjoints_get_the_stiff_mlp_gradient(stiff, adjoint,
-                                                                            options):
+                                                                            method, options):
     func, y0, t, ref = stiff
-    grads, stats = _gradients(func, y0, t, method="radau", rtol=1e-6, atol=1e-6,
+    grads, stats = _gradients(func, y0, t, method=method, rtol=1e-6, atol=1e-6,
                               adjoint=adjoint, options=options)
     assert _error(grads, ref) < 1e-5
     assert stats.as_dict()["nfe_backward"] > 0
