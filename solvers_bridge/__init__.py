@@ -12,13 +12,14 @@ Public surface:
         parameter gradients by Gauss quadrature, or with them; or re-solved
         from checkpoints).
     METHODS, get_method: the method registry.
-    BlockLayout: block-diagonal (per-sample) Jacobians as banded or sparse matrices.
+    BlockLayout, block_layout: block-diagonal (per-sample) Jacobians as banded or
+        sparse matrices.
     SolveInfo, AdjointResult: diagnostics and gradients.
     SolverError, NestedSolveError: failures.
 """
 
 from solvers_bridge._adjoint import AdjointResult, adjoint, default_adjoint_method
-from solvers_bridge._banded import BlockLayout
+from solvers_bridge._banded import BlockLayout, block_layout
 from solvers_bridge._errors import NestedSolveError, SolverError
 from solvers_bridge._info import SolveInfo
 from solvers_bridge._methods import (
@@ -54,6 +55,7 @@ __all__ = [
     "SolveInfo",
     "SolverError",
     "adjoint",
+    "block_layout",
     "check_times",
     "checkpoint_grid",
     "checkpointed_adjoint",

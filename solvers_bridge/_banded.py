@@ -12,6 +12,7 @@ the dense ``n x n`` one.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -50,11 +51,22 @@ class BlockLayout:
         return out
 
 
-def block_layout(blocks_fn: Callable, t0: float, y0: np.ndarray) -> BlockLayout:
-    """The layout of ``blocks_fn``'s blocks at ``(t0, y0)`` (one call)."""
-    blocks = np.asarray(blocks_fn(t0, y0))
-    if blocks.ndim != 3 or blocks.shape[1] != blocks.shape[2] or (
-            blocks.shape[0] * blocks.shape[1] != np.size(y0)):
+@functools.lru_cache(maxsize=16)
+def _layout(batch: int, d: int) -> BlockLayout:
+    return BlockLayout(batch, d)
+
+
+def block_layout(blocks_fn: Callable, t0: float = 0.0, y0=None) -> BlockLayout:
+    """The layout of ``blocks_fn``'s blocks: from its ``block_shape`` attribute
+    ``(B, d)`` when it has one, else from one call at ``(t0, y0)``; checked against the
+    state size of ``y0`` when given. Layouts are cached."""
+    shape = getattr(blocks_fn, "block_shape", None)
+    if shape is None:
+        shape = np.shape(blocks_fn(t0, y0))
+        if len(shape) != 3 or shape[1] != shape[2]:
+            raise ValueError(f"jac_blocks must return (B, d, d) blocks; got shape {shape}.")
+    batch, d = int(shape[0]), int(shape[1])
+    if y0 is not None and batch * d != np.size(y0):
         raise ValueError(f"jac_blocks must return (B, d, d) blocks with B * d = {np.size(y0)} "
-                         f"(the state size); got shape {blocks.shape}.")
-    return BlockLayout(blocks.shape[0], blocks.shape[1])
+                         f"(the state size); got B = {batch}, d = {d}.")
+    return _layout(batch, d)

@@ -16,6 +16,7 @@ lets SciPy swallow) an exception raised by the user's function.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import warnings
 from collections.abc import Callable
@@ -453,6 +454,7 @@ class Bdf(_OdeMethod):
         return full.run(fun, y0, t)
 
 
+@functools.lru_cache(maxsize=8)
 def _full_band_index(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Where ``J[i, j]`` (row-major order) goes in the packed band of width ``n - 1``:
     ``ab[n - 1 + i - j, j]``."""

@@ -65,6 +65,7 @@ def _jacobian(method: str, jac, jac_blocks, t0, y0, adjoint: bool = False):
         return None, {}
     y_at = y0 if adjoint else None
     if jac_blocks is not None:
+        # One layout per block function and state size (cached), not per interval.
         layout = block_layout(jac_blocks, t0, y_at(t0) if adjoint else y0)
         if adjoint:
             def blocks(s, _):

@@ -13,6 +13,17 @@ import tfode
 STIFF_METHODS = ("bdf", "lsoda", "radau")
 
 
+def _decay(k):
+    """dy/dt = -k y with theta = k: ``(fun, vjp)`` for the bridge."""
+    def fun(s, y):
+        return -k * y
+
+    def vjp(s, y, a):
+        return np.concatenate([-k * y, -k * a, [0.0], -a * y])
+
+    return fun, vjp
+
+
 @pytest.mark.parametrize("method", STIFF_METHODS)
 def test_bridge_quadrature_adjoint_matches_the_closed_form_of_a_stiff_decay(method):
     # dy/dt = -k y (k = 1000 on one component, 1 on the other), theta = (k1, k2):
@@ -20,12 +31,7 @@ def test_bridge_quadrature_adjoint_matches_the_closed_form_of_a_stiff_decay(meth
     k = np.array([1000.0, 1.0])
     y0 = np.array([1.5, -0.7])
     t = np.array([0.0, 0.001, 0.01, 0.5, 2.0])
-
-    def fun(s, y):
-        return -k * y
-
-    def vjp(s, y, a):
-        return np.concatenate([-k * y, -k * a, [0.0], -a * y])
+    fun, vjp = _decay(k)
 
     fwd = sb.dense_solve(fun, y0, t, method, 1e-8, 1e-10, jac=lambda s, y: -np.diag(k))
     ys = y0 * np.exp(-np.outer(t, k))
@@ -103,12 +109,7 @@ def test_bridge_checkpointed_and_interpolating_match_the_quadrature_adjoint():
     k = np.array([1000.0, 1.0])
     y0 = np.array([1.5, -0.7])
     t = np.array([0.0, 0.01, 0.5, 2.0])
-
-    def fun(s, y):
-        return -k * y
-
-    def vjp(s, y, a):
-        return np.concatenate([-k * y, -k * a, [0.0], -a * y])
+    fun, vjp = _decay(k)
 
     fwd = sb.dense_solve(fun, y0, t, "radau", 1e-9, 1e-11)
     want = sb.quadrature_adjoint(vjp, t, fwd, 2 * fwd.ys, 2, method="radau", rtol=1e-9,
@@ -254,12 +255,7 @@ def test_vode_adams_serves_the_dense_adjoints_through_recorded_steps():
     k = np.array([2.0, 0.5])
     y0 = np.array([1.5, -0.7])
     t = np.array([0.0, 0.3, 1.0, 2.0])
-
-    def fun(s, y):
-        return -k * y
-
-    def vjp(s, y, a):
-        return np.concatenate([-k * y, -k * a, [0.0], -a * y])
+    fun, vjp = _decay(k)
 
     fwd = sb.dense_solve(fun, y0, t, "adams", 1e-9, 1e-11)
     ys = y0 * np.exp(-np.outer(t, k))

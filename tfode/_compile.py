@@ -141,8 +141,7 @@ class Callbacks:
 
     def __init__(self, func, dtype, shape, variables, integrator, jit_compile,
                  rediscover: bool = False):
-        self._func, self._dtype, self._shape = func, dtype, tuple(shape)
-        self.shape = self._shape
+        self._func, self._dtype, self.shape = func, dtype, tuple(shape)
         self._integrator = integrator
         self._variables = list(variables)
         if rediscover:
@@ -150,9 +149,9 @@ class Callbacks:
             # replica, where a mirrored variable reads as its first component. Watch the
             # variables the dynamics read here: they correspond one to one (same trace
             # order, same values) to those the op's caller passed in.
-            here = discover_variables(func, dtype, self._shape, integrator)
+            here = discover_variables(func, dtype, self.shape, integrator)
             self._variables = _match_variables(here, self._variables)
-        self.n = int(np.prod(self._shape, dtype=np.int64))
+        self.n = int(np.prod(self.shape, dtype=np.int64))
         self._jac = self._block_jac = None
         self.jit = False
         f_cf, vjp_cf = self._trace(jit=False)
@@ -193,7 +192,7 @@ class Callbacks:
         return time.perf_counter() - start
 
     def _trace(self, jit: bool):
-        func, dtype, shape, variables = self._func, self._dtype, self._shape, self._variables
+        func, dtype, shape, variables = self._func, self._dtype, self.shape, self._variables
         n = self.n
 
         def f(t, y):
@@ -220,11 +219,20 @@ class Callbacks:
             vjp_cf = tf.function(vjp, jit_compile=jit).get_concrete_function(spec_t, spec_y, spec_y)
         return f_cf, vjp_cf
 
+    def _numpy_callback(self, fn) -> Callable:
+        """``fn(t, y_flat)`` traced once (float64 scalar and flat state) and wrapped as
+        a NumPy callback."""
+        spec_t, spec_y = tf.TensorSpec([], _F64), tf.TensorSpec([self.n], _F64)
+        with _tracing_for(self._integrator):
+            cf = tf.function(fn).get_concrete_function(spec_t, spec_y)
+        call = _flat_caller(cf)
+        return lambda t, y: call(tf.constant(t, _F64), tf.constant(y)).numpy()
+
     @property
     def jac(self) -> Callable:
         """``jac(t, y_flat) -> (n, n)`` dense Jacobian by autodiff (traced on first use)."""
         if self._jac is None:
-            func, dtype, shape, n = self._func, self._dtype, self._shape, self.n
+            func, dtype, shape, n = self._func, self._dtype, self.shape, self.n
 
             def jac(t, y):
                 with tf.GradientTape() as tape:
@@ -234,21 +242,17 @@ class Callbacks:
                                              _F64), [n])
                 return tape.jacobian(out, y, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
-            spec_t, spec_y = tf.TensorSpec([], _F64), tf.TensorSpec([n], _F64)
-            with _tracing_for(self._integrator):
-                cf = tf.function(jac).get_concrete_function(spec_t, spec_y)
-            call = _flat_caller(cf)
-            self._jac = lambda t, y: call(tf.constant(t, _F64), tf.constant(y)).numpy()
+            self._jac = self._numpy_callback(jac)
         return self._jac
-
 
     @property
     def block_jac(self) -> Callable:
         """``block_jac(t, y_flat) -> (B, d, d)``: the Jacobian blocks of a batch of
         independent samples (the state's first axis; ``d`` the size of one sample),
-        by one batch Jacobian (``d`` VJPs, not ``n``). Traced on first use."""
+        by one batch Jacobian (``d`` VJPs, not ``n``). Traced on first use; its
+        ``block_shape`` attribute is ``(B, d)``."""
         if self._block_jac is None:
-            func, dtype, shape, n = self._func, self._dtype, self._shape, self.n
+            func, dtype, shape, n = self._func, self._dtype, self.shape, self.n
             if len(shape) < 2:
                 raise ValueError(
                     f"A banded per-sample Jacobian needs a batch of samples along the first "
@@ -266,11 +270,8 @@ class Callbacks:
                     out, yc, unconnected_gradients=tf.UnconnectedGradients.ZERO)
                 return tf.reshape(tf.cast(blocks, _F64), [batch, d, d])
 
-            spec_t, spec_y = tf.TensorSpec([], _F64), tf.TensorSpec([n], _F64)
-            with _tracing_for(self._integrator):
-                cf = tf.function(block_jac).get_concrete_function(spec_t, spec_y)
-            call = _flat_caller(cf)
-            self._block_jac = lambda t, y: call(tf.constant(t, _F64), tf.constant(y)).numpy()
+            self._block_jac = self._numpy_callback(block_jac)
+            self._block_jac.block_shape = (batch, d)
         return self._block_jac
 
 

@@ -186,7 +186,6 @@ class _Solver:
                  adjoint_atol, adjoint_options, restart, seminorm, stats, adjoint="backsolve"):
         self.compiled = compiled
         self.method, self.rtol, self.atol = method, rtol, atol
-        self._layouts: dict[tuple, sb.BlockLayout] = {}
         self.jacobian = options.pop("jacobian", None)
         if self.jacobian not in (None, "autodiff", "banded"):
             raise ValueError(f"options['jacobian'] must be 'autodiff', 'banded' or absent; "
@@ -241,7 +240,7 @@ class _Solver:
         self.adjoint_options.setdefault("max_step", self.options.get("max_step"))
         self.stats = stats
         self.n_params = int(sum(int(np.prod(v.shape)) for v in self.compiled.variables))
-        self._dense: dict[int, sb.DenseSolution] = {}
+        self._dense: dict[int, tuple] = {}  # token -> (solution, grid, index)
         self._token = 0
 
     def _jacobians(self, cb):
@@ -253,14 +252,7 @@ class _Solver:
         blocks = cb.block_jac
         if self.adjoint != "backsolve":
             return None, blocks, {}
-        layout = self._layouts.get(cb.shape)
-        if layout is None:
-            if len(cb.shape) < 2:
-                raise ValueError(
-                    f"jacobian='banded' needs a batch of samples along the first axis of the "
-                    f"state; the state has shape {cb.shape}. Use jacobian='autodiff'.")
-            batch = cb.shape[0]
-            layout = self._layouts[cb.shape] = sb.BlockLayout(batch, cb.n // batch)
+        layout = sb.block_layout(blocks)  # from the blocks' shape, cached
         return ((lambda s, y: layout.banded(blocks(s, y))), None,
                 {"lband": layout.bandwidth, "uband": layout.bandwidth})
 
@@ -276,17 +268,14 @@ class _Solver:
                                        jac=jac, jac_blocks=jac_blocks,
                                        max_step=self.options.get("max_step"))
                 info = dense.info
-                if index is None:
-                    ys = dense.ys
-                else:  # keep the checkpoints only, not the dense solution
-                    ys = dense.ys[index]
+                ys = dense.ys if index is None else dense.ys[index]
+                if index is not None:  # keep the checkpoints only, not the dense solution
                     dense = sb.DenseSolution(dense.ys, None, info)
-                    dense.grid, dense.index = grid, index
                 self._token += 1
                 token = self._token
-                self._dense[token] = dense
-                for old in sorted(self._dense)[:-self.KEEP_DENSE]:
-                    del self._dense[old]
+                self._dense[token] = (dense, grid, index)
+                while len(self._dense) > self.KEEP_DENSE:  # oldest first
+                    del self._dense[next(iter(self._dense))]
             else:
                 ys, info = sb.solve(cb.fun, y0, t, self.method, self.rtol, self.atol, jac=jac,
                                     **self.options, **extra)
@@ -310,12 +299,13 @@ class _Solver:
         return self._gradients(res)
 
     def _backward_dense(self, dys, t, shape, token):
-        dense = self._dense.pop(token, None)
-        if dense is None:
+        held = self._dense.pop(token, None)
+        if held is None:
             raise RuntimeError(
                 f"The forward solution this gradient needs is no longer held: the "
                 f"{self.adjoint} adjoint keeps the last {self.KEEP_DENSE} forward solves of "
                 "an odeint call site. Compute gradients soon after the forward pass.")
+        dense, grid, index = held
         cb = self.compiled.callbacks(shape)
         jac, jac_blocks, _ = self._jacobians(cb)
         common = dict(method=self.adjoint_method, rtol=self.adjoint_rtol,
@@ -330,12 +320,12 @@ class _Solver:
                                                fun=cb.fun, **common)
             else:
                 grad_grid = np.zeros_like(dense.ys)
-                grad_grid[dense.index] = dys
+                grad_grid[index] = dys
                 res = sb.checkpointed_adjoint(
-                    cb.fun, cb.vjp, dense.grid, dense.ys, grad_grid, self.n_params, jac=jac,
+                    cb.fun, cb.vjp, grid, dense.ys, grad_grid, self.n_params, jac=jac,
                     jac_blocks=jac_blocks, nodes=self.nodes, forward_rtol=self.rtol,
                     forward_atol=self.atol, **common)
-                res.grad_t = res.grad_t[dense.index]
+                res.grad_t = res.grad_t[index]
         return self._gradients(res)
 
     def _gradients(self, res):
