@@ -14,7 +14,10 @@ TensorFlow and PyTorch pinned to one thread each (and NumPy's BLAS to one):
 * B2, the MNIST ODE function (64 channels, 7 x 7, batch 128, float32, tolerance 1e-3):
   one training step of the ODE block (forward, adjoint backward, an SGD update of
   learning rate 0 so that every repeat sees the same weights) with the
-  weights transferred from Keras to PyTorch.
+  weights transferred from Keras to PyTorch; random weights, or with
+  ``--b2-weights`` those of a trained MNIST ODE-Net. Beside it, the cost of one
+  dynamics evaluation and one VJP on each side, and each step's evaluations
+  priced at those costs (the time left if the solvers cost nothing else).
 * B3, memory against integration length T (the MNIST ODE function, batch 32): the
   peak resident memory during one gradient computation on [0, T] (and its growth
   over the level before it), each in a fresh process after a warm-up gradient on
@@ -262,6 +265,73 @@ class B2:
         self.func = ConvODEFunc(channels)
         self.func.build((None, size, size, channels))
         self.channels = channels
+        self.weights = "random (Keras initialisers, seed 0); feature maps N(0, 1)"
+
+    def load_trained(self, path: str | Path, seed: int = 0) -> None:
+        """Takes the ODE function of a saved MNIST ODE-Net (``experiments.mnist``) and,
+        as the block's input, its downsampling of the first ``batch`` MNIST test images."""
+        import keras
+
+        import tfode.layers  # noqa: F401  (registers the layers for loading)
+        from experiments.mnist_data import load_mnist
+        from experiments.mnist_models import ode_block
+
+        model = keras.saving.load_model(path)
+        block = ode_block(model)
+        if block is None:
+            raise ValueError(f"{path} holds no ODEBlock; pass a model saved by "
+                             "experiments.mnist (odenet.keras).")
+        data = load_mnist("auto", log=lambda *a, **k: None)
+        images = data.x_test[: self.x.shape[0]]
+        self.x = keras.Model(model.inputs, block.input)(images).numpy().astype(np.float32)
+        for src, dst in zip(block.dynamics.weights, self.func.weights, strict=True):
+            dst.assign(src)
+        self.weights = f"trained ({path}; MNIST {data.source} test images)"
+
+    def eval_costs(self, repeats: int = 10) -> list[dict]:
+        """Milliseconds per dynamics evaluation and per vector-Jacobian product as each
+        solver sees them: tfode's compiled NumPy callbacks, PyTorch's module and
+        ``autograd.grad`` with respect to the state and the parameters."""
+        import tensorflow as tf
+        import torch
+
+        from experiments import torch_models as tm
+        from tfode._compile import Callbacks, discover_variables
+
+        def per_call(fn):
+            fn()
+            start = time.perf_counter()
+            for _ in range(repeats):
+                fn()
+            return 1e3 * (time.perf_counter() - start) / repeats
+
+        def dynamics(t, y):
+            return self.func(t, y)
+
+        shape = self.x.shape
+        cb = Callbacks(dynamics, tf.float32, shape,
+                       discover_variables(dynamics, tf.float32, shape, "vode"), "vode", "auto")
+        y, a = self.x.astype(np.float64).ravel(), self.w.astype(np.float64).ravel()
+        rows = [{"side": f"tfode (XLA {'on' if cb.jit else 'off'})",
+                 "f_ms": per_call(lambda: cb.fun(0.0, y)),
+                 "vjp_ms": per_call(lambda: cb.vjp(0.0, y, a))}]
+        func = tm.keras_to_torch(self.func, tm.ConvODEFunc(self.channels))
+        params = list(func.parameters())
+        x = torch.tensor(self.x.transpose(0, 3, 1, 2).copy())
+        w = torch.tensor(self.w.transpose(0, 3, 1, 2).copy())
+        t = torch.tensor(0.0)
+
+        def forward():
+            with torch.no_grad():
+                func(t, x)
+
+        def vjp():
+            xx = x.detach().requires_grad_(True)
+            with torch.enable_grad():
+                torch.autograd.grad(func(t, xx), [xx, *params], w)
+
+        rows.append({"side": "PyTorch", "f_ms": per_call(forward), "vjp_ms": per_call(vjp)})
+        return rows
 
     def tfode(self, method: str = "adams", t_end: float = 1.0, lr: float = 0.0):
         import keras
@@ -313,8 +383,16 @@ class B2:
         return step
 
 
-def b2(args) -> list[dict]:
+def b2(args) -> tuple[list[dict], list[dict], str]:
+    """B2 step times, the per-evaluation costs, and which weights were used.
+
+    Each step row also gets ``eval_bound_s``: its evaluations priced at the measured
+    per-evaluation costs (forward NFE x f, backward NFE x VJP), the time the step
+    would take if the solver and the framework cost nothing else.
+    """
     problem = B2(batch=args.b2_batch)
+    if args.b2_weights:
+        problem.load_trained(args.b2_weights)
     sides = {"tfode adams (adjoint)": problem.tfode("adams"),
              "tfode dopri5 (adjoint)": problem.tfode("dopri5"),
              "torchdiffeq dopri5, odeint_adjoint": problem.torch(adjoint=True),
@@ -328,10 +406,17 @@ def b2(args) -> list[dict]:
                      "nfe_forward": runs[-1]["nfe_forward"],
                      "nfe_backward": runs[-1]["nfe_backward"]})
         print(f"  B2 {label}: {rows[-1]['step_s']:.2f} s per step", flush=True)
+    costs = problem.eval_costs()
+    for c in costs:
+        print(f"  B2 per evaluation, {c['side']}: f {c['f_ms']:.1f} ms, "
+              f"VJP {c['vjp_ms']:.1f} ms", flush=True)
     base = next(r for r in rows if "odeint_adjoint" in r["implementation"])
     for r in rows:
         r["time_vs_torchdiffeq_adjoint"] = r["step_s"] / base["step_s"]
-    return rows
+        c = costs[0] if r["implementation"].startswith("tfode") else costs[1]
+        r["eval_bound_s"] = 1e-3 * (r["nfe_forward"] * c["f_ms"]
+                                    + (r["nfe_backward"] or 0) * c["vjp_ms"])
+    return rows, costs, problem.weights
 
 
 def figure3c(args, out: Path) -> tuple[list[dict], Path]:
@@ -460,6 +545,9 @@ def main(argv=None):
                              "(U(-1, 1))")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats (medians)")
     parser.add_argument("--b2-batch", type=int, default=128, help="B2 batch")
+    parser.add_argument("--b2-weights", default=None,
+                        help="B2 at trained weights: an odenet.keras saved by experiments.mnist "
+                             "(its ODE function, fed its own features of MNIST test images)")
     parser.add_argument("--fig-batch", type=int, default=32, help="Figure 3c batch")
     parser.add_argument("--fig-tols", type=_floats, default=[1e-1, 1e-2, 1e-3, 1e-4],
                         help="Figure 3c tolerances")
@@ -511,10 +599,11 @@ def main(argv=None):
                      "time_vs_torchdiffeq_adjoint"])
     if "b2" in parts:
         print("-- B2 MNIST ODE block training step")
-        summary["b2"] = b2(args)
+        summary["b2"], summary["b2_eval_costs"], summary["b2_weights"] = b2(args)
         write_table(out / "b2_step", summary["b2"],
                     ["implementation", "tol", "step_s", "nfe_forward", "nfe_backward",
-                     "time_vs_torchdiffeq_adjoint"])
+                     "eval_bound_s", "time_vs_torchdiffeq_adjoint"])
+        write_table(out / "b2_eval_costs", summary["b2_eval_costs"], ["side", "f_ms", "vjp_ms"])
     if "fig3c" in parts:
         print("-- Figure 3c: NFE-B against NFE-F")
         rows, fig = figure3c(args, out)

@@ -171,9 +171,15 @@ def _compare(d: dict) -> list[str]:
                                                 "grad_rel_error",
                                                 "time_vs_torchdiffeq_adjoint"])]
     if d.get("b2"):
-        lines += ["", "B2, one training step of the MNIST ODE block (batch 128, 1e-3):", "",
+        lines += ["", "B2, one training step of the MNIST ODE block (batch 128, 1e-3; weights: "
+                  f"{d.get('b2_weights', 'random')}); eval_bound_s prices each step's "
+                  "evaluations at the per-evaluation costs below:", "",
                   markdown_table(d["b2"], ["implementation", "step_s", "nfe_forward",
-                                           "nfe_backward", "time_vs_torchdiffeq_adjoint"])]
+                                           "nfe_backward", "eval_bound_s",
+                                           "time_vs_torchdiffeq_adjoint"])]
+    if d.get("b2_eval_costs"):
+        lines += ["", "B2 per evaluation (milliseconds):", "",
+                  markdown_table(d["b2_eval_costs"], ["side", "f_ms", "vjp_ms"])]
     if d.get("figure3c"):
         lines += ["", "Figure 3c check (the paper: NFE-B about half of NFE-F with Adams):", "",
                   markdown_table(d["figure3c"], ["implementation", "tol", "nfe_forward",

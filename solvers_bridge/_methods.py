@@ -339,7 +339,10 @@ class _OdeMethod(Method):
         r = _si.ode(rhs, jac)
         r.set_integrator(self._scipy_name, **self._integrator_kwargs())
         stepper = self._attach_solout(r)
-        r.set_initial_value(y0, t[0])
+        try:
+            r.set_initial_value(y0, t[0])
+        except MemoryError as exc:
+            raise self._workspace_error(y0.size) from exc
         ys = np.empty((len(t), y0.size))
         ys[0] = y0
         info = SolveInfo(method=self.name, t_reached=float(t[0]))
@@ -367,6 +370,13 @@ class _OdeMethod(Method):
     def _attach_solout(self, r):
         return None
 
+    def _workspace_error(self, n: int) -> SolverError:
+        return SolverError(
+            f"The '{self.name}' solver could not allocate its work arrays for a state of "
+            f"{n} components; SciPy allocates them in full before the first step. Use a "
+            "smaller state or a method with less workspace ('adams' or 'dopri5').",
+            method=self.name)
+
     def _count_switch(self, r, info, last_method):
         return None
 
@@ -392,6 +402,16 @@ class Lsoda(_OdeMethod):
     raise_through = True
     rms_norm = False
     _scipy_name = "lsoda"
+
+    def _workspace_error(self, n: int) -> SolverError:
+        gib = 8.0 * n * n / 2 ** 30
+        return SolverError(
+            f"'lsoda' (scipy.integrate.ode) allocates the workspace of its stiff method, a "
+            f"dense {n}x{n} Jacobian ({gib:,.0f} GiB), before the first step, and this "
+            "machine cannot hold it. For a state this large use 'adams' (VODE's Adams: the "
+            "non-stiff method LSODA starts with), 'odeint' (the same LSODA code, allocating "
+            "its workspace lazily), or give jac= banded with lband/uband.",
+            method=self.name)
 
     def _count_switch(self, r, info, last_method):
         used = int(r._integrator.iwork[18])

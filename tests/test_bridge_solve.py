@@ -274,6 +274,14 @@ def test_dense_fd_jacobian_on_large_state_is_refused():
     assert info.success and np.all(np.abs(ys[-1]) < 1e-3)
 
 
+def test_lsoda_workspace_too_large_for_the_machine_is_a_clear_error():
+    # scipy.integrate.ode('lsoda') allocates its stiff method's dense n x n workspace
+    # before the first step; for n = 2^23 that is 512 TiB, beyond any address space.
+    n = 2 ** 23
+    with pytest.raises(sb.SolverError, match=r"dense 8388608x8388608 Jacobian .*'adams'"):
+        sb.solve(lambda t, y: -y, np.ones(n), [0.0, 1.0], "lsoda")
+
+
 def test_vode_bdf_with_dense_jacobians_is_as_efficient_as_lsoda():
     """SciPy 1.17's VODE mishandles full Jacobians (scipy/scipy#24933): the bridge hands
     them over as a band of full width. Van der Pol at mu = 1000 failed before with
