@@ -207,9 +207,16 @@ def test_non_tensorflow_backend_is_refused_at_import():
     assert "KERAS_BACKEND=tensorflow" in proc.stderr
 
 
+def _script_env() -> dict:
+    """The environment of a test script run by path: the checkout importable whether or
+    not the package is installed (a script's own folder, not the root, is on its path)."""
+    path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=path)
+
+
 def test_mirrored_strategy_trains_to_the_same_weights():
     script = os.path.join(ROOT, "tests", "distributed_fit.py")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env = _script_env()
     proc = subprocess.run([sys.executable, script, "mirrored"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -232,7 +239,7 @@ def test_multi_worker_mirrored_strategy_on_loopback(tmp_path):
     import socket
 
     script = os.path.join(ROOT, "tests", "distributed_fit.py")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env = _script_env()
     ports = []
     for _ in range(2):
         with socket.socket() as sock:
