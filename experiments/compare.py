@@ -276,9 +276,10 @@ class B2:
         self.channels = channels
         self.weights = "random (Keras initialisers, seed 0); feature maps N(0, 1)"
 
-    def load_trained(self, path: str | Path, seed: int = 0) -> None:
+    def load_trained(self, path: str | Path, source: str = "auto") -> None:
         """Takes the ODE function of a saved MNIST ODE-Net (``experiments.mnist``) and,
-        as the block's input, its downsampling of the first ``batch`` MNIST test images."""
+        as the block's input, its downsampling of the first ``batch`` MNIST test images
+        (from ``source``, as :func:`experiments.mnist_data.load_mnist`)."""
         import keras
 
         import tfode.layers  # noqa: F401  (registers the layers for loading)
@@ -290,7 +291,7 @@ class B2:
         if block is None:
             raise ValueError(f"{path} holds no ODEBlock; pass a model saved by "
                              "experiments.mnist (odenet.keras).")
-        data = load_mnist("auto", log=lambda *a, **k: None)
+        data = load_mnist(source, log=lambda *a, **k: None)
         images = data.x_test[: self.x.shape[0]]
         self.x = keras.Model(model.inputs, block.input)(images).numpy().astype(np.float32)
         for src, dst in zip(block.dynamics.weights, self.func.weights, strict=True):

