@@ -263,6 +263,27 @@ def group_norm(channels: int, dtype=None) -> keras.layers.GroupNormalization:
     return keras.layers.GroupNormalization(groups=min(32, channels), epsilon=1e-5, dtype=dtype)
 
 
+@tf.function(jit_compile=True, autograph=False)
+def _xla_group_norm(x, gamma, beta, groups: int, epsilon: float, relu: bool):
+    channels = x.shape[-1]
+    per_group = [1, 1, groups, channels // groups]
+    grouped = tf.reshape(x, [tf.shape(x)[0], -1, groups, channels // groups])
+    mean, var = tf.nn.moments(grouped, axes=[1, 3], keepdims=True)
+    scale = tf.math.rsqrt(var + epsilon) * tf.reshape(gamma, per_group)
+    out = tf.reshape(grouped * scale + (tf.reshape(beta, per_group) - mean * scale), tf.shape(x))
+    return tf.nn.relu(out) if relu else out
+
+
+def _group_norm(layer: keras.layers.GroupNormalization, x, relu: bool = False):
+    """``layer(x)`` (then ReLU) as one XLA cluster, whether or not the caller is
+    XLA-compiled: on a CPU, TensorFlow's unfused GroupNorm cost 3x the XLA one (3.4 ms
+    against 1.2 ms at 128 x 7 x 7 x 64), while its oneDNN convolutions beat XLA's, so
+    the ODE function runs fastest with only its norms compiled."""
+    gamma = tf.cast(tf.convert_to_tensor(layer.gamma), x.dtype)
+    beta = tf.cast(tf.convert_to_tensor(layer.beta), x.dtype)
+    return _xla_group_norm(x, gamma, beta, int(layer.groups), float(layer.epsilon), relu)
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class ConvODEFunc(keras.layers.Layer):
     """The paper's MNIST ODE function: GroupNorm, ReLU, ConcatConv2D(3x3), GroupNorm,
@@ -283,9 +304,9 @@ class ConvODEFunc(keras.layers.Layer):
         self.built = True
 
     def call(self, t, x):
-        out = self.conv1(t, tf.nn.relu(self.norm1(x)))
-        out = self.conv2(t, tf.nn.relu(self.norm2(out)))
-        return self.norm3(out)
+        out = self.conv1(t, _group_norm(self.norm1, x, relu=True))
+        out = self.conv2(t, _group_norm(self.norm2, out, relu=True))
+        return _group_norm(self.norm3, out)
 
     def compute_output_shape(self, input_shape):
         return input_shape
