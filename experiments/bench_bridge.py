@@ -1,5 +1,5 @@
 """Benchmarks B1 (spiral MLP: tfode vs the same solver on NumPy dynamics) and B5
-(the bridge's cost per evaluation), from ``../shared/benchmarks.md``.
+(the bridge's cost per evaluation).
 
 Both sides run in this one process on the same weights, solver and tolerances; the
 NumPy side is the floor (hand-written dynamics and vector-Jacobian product). The
@@ -180,7 +180,7 @@ def main(argv=None):
     parser.add_argument("--tols", default="1e-3,1e-6,1e-8", help="comma-separated rtol=atol values")
     parser.add_argument("--batch", type=int, default=1000, help="points in the state")
     parser.add_argument("--y0", default="normal", choices=["normal", "uniform"],
-                        help="initial points: N(0, 1) or U(-1, 1) (benchmarks.md leaves it open)")
+                        help="initial points: N(0, 1) or U(-1, 1) (the benchmark leaves it open)")
     parser.add_argument("--repeats", type=int, default=3, help="repeats; medians are reported")
     parser.add_argument("--ref-tol", type=float, default=1e-11, help="reference tolerance")
     parser.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"],

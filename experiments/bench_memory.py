@@ -1,4 +1,4 @@
-"""Benchmark B3 (../shared/benchmarks.md): peak memory of one training step as the
+"""Benchmark B3: peak memory of one training step as the
 integration length T grows, for the ODE-Net with the adjoint (O(1)), the RK-Net
 (RK4 with T steps, backpropagated: O(L~)) and a ResNet of T blocks (O(L)).
 

@@ -1,4 +1,4 @@
-"""Benchmark B2 (../shared/benchmarks.md): one training step of the paper's MNIST
+"""Benchmark B2: one training step of the paper's MNIST
 ODE-Net (batch 128, VODE Adams at tolerance 1e-3, float32 dynamics, adjoint
 gradient): wall time per step and forward / backward NFE, with the RK-Net and
 ResNet steps measured in the same run for scale. The PyTorch/torchdiffeq side of

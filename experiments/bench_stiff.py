@@ -1,4 +1,4 @@
-"""Gradients through stiff dynamics: every adjoint on the stiff MLP of issue 8
+"""Gradients through stiff dynamics: every adjoint on the stiff MLP
 (quadrature, interpolating, checkpointed - at the output times only - and backsolve),
 and the quadrature adjoint with finite-difference, dense and banded autodiff Jacobians
 on a batch of 256 (``--jac-batch``).
@@ -105,7 +105,7 @@ def tfode_side(func, y0, t, method: str, adjoint: str, tol: float, jacobian: str
     kwargs = dict(method=method, rtol=tol, atol=tol, adjoint=adjoint, stats=stats,
                   options=options)
     if adjoint == "backsolve" and method in ("bdf", "lsoda"):
-        kwargs["adjoint_method"] = method
+        kwargs["adjoint"] = tfode.Backsolve(method=method)
     tfode.odeint(func, y0, t, **kwargs)  # traces the callbacks
     tracemalloc.start()
     start = time.perf_counter()

@@ -1,7 +1,7 @@
 """tfode beside torchdiffeq and autograd's odeint: the same dynamics, the same weights.
 
 Needs the optional ``compare`` extra (torch, torchdiffeq). Benchmarks of
-``../shared/benchmarks.md``, every side measured in this run on this machine, with
+B1-B3 and Figure 3c, every side measured in this run on this machine, with
 TensorFlow and PyTorch pinned to one thread each (and NumPy's BLAS to one):
 
 * B1, spiral MLP (batch 1000, 10 output times on [0, 25], loss sum of y^2, float64):
@@ -120,8 +120,8 @@ class B1:
         def adjoint_kw(tol):
             if tighter_adjoint == 1.0:
                 return {}
-            return {"adjoint_rtol": tol / tighter_adjoint, "adjoint_atol": tol / tighter_adjoint,
-                    "seminorm": True}
+            return {"adjoint": tfode.Backsolve(rtol=tol / tighter_adjoint,
+                                               atol=tol / tighter_adjoint, seminorm=True)}
 
         def run(tol):
             start = time.perf_counter()

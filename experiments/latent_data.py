@@ -1,7 +1,7 @@
 """Data of the latent ODE experiment: bidirectional spirals and a toy Poisson process.
 
-Spirals (Section 5; the unpublished choices follow the reference example's, see
-``../shared/paper-facts.md``):
+Spirals (Section 5; the choices the paper leaves unpublished follow its reference
+example):
 
 * two base curves on a grid of ``ntotal = 1000`` times on ``[0, 6 pi]``:
   counter-clockwise ``r = a + b z`` with ``z = t`` centred at ``(+5, 0)``, and

@@ -1,6 +1,6 @@
 """The four MNIST models of Table 1, as Keras models.
 
-Architecture of the authors' ``odenet_mnist`` example (paper-facts.md): downsample
+Architecture of the authors' ``odenet_mnist`` example: downsample
 twice, then six pre-activation residual blocks (ResNet), one ODEBlock (ODE-Net) or
 the same ODE function backpropagated through an in-graph RK4 integrator (RK-Net),
 then GroupNorm, ReLU, global average pooling and a dense layer; and the 784-300-10

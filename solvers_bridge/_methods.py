@@ -1,35 +1,62 @@
-"""The method registry: one thin class over SciPy per method, one contract for all.
+"""The method registry: one descriptor per method, one integrator per name.
 
-Contract of a method class (see :class:`Method`):
+A method is a class over one SciPy integrator. Its class attributes describe what it
+can do (:meth:`Method.capabilities`); an instance, ``Method(rtol, atol, jac=None,
+jac_blocks=None, **options)``, validates its options once and then runs any of the
+three operations, always with the same integrator:
 
-* ``Method(rtol, atol, jac=None, **options)`` validates its options once.
-* ``method.run(rhs, y0, t)`` integrates ``y' = rhs(t, y)`` from ``y0`` at ``t[0]``
-  and returns ``(ys, info)``: the states at every requested time (``ys[0] == y0``)
-  and a :class:`SolveInfo`. Times may increase or decrease. Failure raises
-  :class:`SolverError` carrying the states reached so far.
+* :meth:`Method.run`: the states at requested output times (``ys[0] == y0``);
+* :meth:`Method.run_dense`: the same with a dense solution of every accepted step
+  (:class:`~solvers_bridge.DenseSolution`), which the dense adjoints keep;
+* events: :meth:`Method.run_dense` with an event function, located on the
+  integrator's own dense output, the state returned on the event surface.
 
-``rhs`` is a :class:`_Rhs`: it counts calls, copies the solver's buffer before the
-user sees it, checks the returned shape and finiteness, and records (rather than
-lets SciPy swallow) an exception raised by the user's function.
+Times may increase or decrease. Every operation counts evaluations at the callback,
+checks shapes and finiteness, enforces the step budget, refuses a dense
+finite-difference Jacobian on a large state and a nested solve of the same
+integrator, and raises :class:`SolverError` (carrying the states reached) on failure.
+
+The integrators: ODEPACK LSODA (``lsoda`` through ``scipy.integrate.ode``,
+``odeint`` through ``scipy.integrate.odeint``; their dense output through
+``scipy.integrate.LSODA``, the same code), VODE (``adams``, ``bdf``), the
+Dormand-Prince codes (``dopri5``, ``dop853``), and SciPy's pure-Python solvers
+(``radau``, ``rk45``, ``rk23``; reentrant).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import threading
 import warnings
 from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
 from scipy import integrate as _si
+from scipy import optimize as _opt
 
-from solvers_bridge._errors import NestedSolveError, SolverError
+from solvers_bridge import _scipy_internals as _sx
+from solvers_bridge._banded import block_layout
+from solvers_bridge._callbacks import (
+    DynamicsFailed,
+    EventFn,
+    FdGuardedRhs,
+    Jac,
+    Rhs,
+    failure_hint,
+    fd_jacobian_error,
+    raise_callback_error,
+    reentrancy_guard,
+)
+from solvers_bridge._dense import (
+    DenseSolution,
+    evaluate_row,
+    hermite_row,
+    nordsieck_row,
+    q_row,
+    row_width,
+)
+from solvers_bridge._errors import SolverError
 from solvers_bridge._info import SolveInfo
-
-#: Options every method accepts (besides rtol, atol and jac).
-_COMMON_OPTIONS = frozenset({"max_steps", "first_step", "max_step"})
 
 #: Default limit on the state size for which a dense finite-difference Jacobian
 #: may be formed (each one costs n + 1 evaluations and n^2 memory).
@@ -40,207 +67,81 @@ DEFAULT_MAX_FD_JACOBIAN_SIZE = 1000
 #: wrong answer).
 DEFAULT_MAX_STEPS = 10_000
 
-_active = threading.local()
-
-
-@contextlib.contextmanager
-def _reentrancy_guard(method: Method):
-    """Refuses a solve nested inside a callback of a solve of the same integrator."""
-    active = getattr(_active, "integrators", None)
-    if active is None:
-        active = _active.integrators = []
-    if method.integrator in active:
-        raise NestedSolveError(
-            f"A '{method.name}' solve was started inside the right-hand side of another "
-            f"solve that uses the same integrator ({method.integrator}). That integrator "
-            "is not reentrant: a nested solve corrupts the outer one (LSODA silently "
-            "returns a wrong answer). Use a different method for the inner solve, e.g. "
-            f"{_nesting_alternative(method.integrator)!r}.",
-            method=method.name,
-        )
-    active.append(method.integrator)
-    try:
-        yield
-    finally:
-        active.pop()
-
-
-def _nesting_alternative(integrator: str) -> str:
-    return "dopri5" if integrator != "dopri5" else "adams"
-
-
-class _DynamicsFailed(Exception):
-    """Internal: the user's function failed; the original error is in ``rhs.error``."""
-
-
-class _Rhs:
-    """The counted, guarded right-hand side handed to SciPy (the hot path).
-
-    Args:
-        fun: ``fun(t, y) -> dy/dt`` on 1-D float64 arrays.
-        n: State size.
-        raise_through: Whether the integrator propagates a Python exception cleanly
-            (LSODA and odeint do); otherwise the error is recorded and NaN returned
-            so that the solver gives up, and the error is raised once it returns.
-    """
-
-    __slots__ = ("fun", "n", "nfev", "error", "error_t", "raise_through", "_nan")
-
-    def __init__(self, fun: Callable, n: int, raise_through: bool):
-        self.fun = fun
-        self.n = n
-        self.nfev = 0
-        self.error: BaseException | None = None
-        self.error_t: float | None = None
-        self.raise_through = raise_through
-        self._nan = np.full(n, np.nan)
-
-    def __call__(self, t, y):
-        if self.error is not None:
-            # The solver keeps calling after a failure (VODE, DOPRI): answer cheaply.
-            return self._nan
-        self.nfev += 1
-        try:
-            out = self.fun(t, y.copy())
-            if type(out) is not np.ndarray or out.dtype != np.float64:
-                out = np.asarray(out, dtype=np.float64)
-            if out.shape != (self.n,):
-                raise ValueError(
-                    f"The dynamics returned an array of shape {out.shape} at t={t!r}; "
-                    f"expected shape ({self.n},), the shape of the state. Return "
-                    "dy/dt with the same shape as y."
-                )
-            if not np.isfinite(out).all():
-                bad = np.flatnonzero(~np.isfinite(out))
-                raise FloatingPointError(
-                    f"The dynamics returned non-finite values at t={t!r} (first at "
-                    f"component {bad[0]} of {self.n}: {out[bad[0]]!r}). The state "
-                    "may be blowing up: check the dynamics, their weights and the "
-                    "integration interval."
-                )
-        except BaseException as exc:  # noqa: BLE001 - re-raised after the solver returns
-            self.error, self.error_t = exc, float(t)
-            if self.raise_through:
-                raise _DynamicsFailed from exc
-            return self._nan
-        return out
-
-
-class _FdGuardedRhs(_Rhs):
-    """An :class:`_Rhs` that stops a dense finite-difference Jacobian on a large state.
-
-    LSODA (and odeint) form such a Jacobian with ``n`` calls at the same time; a
-    run of more consecutive same-time calls than any corrector iteration makes
-    betrays it.
-    """
-
-    __slots__ = ("_last_t", "_same_t", "_limit", "_method")
-
-    def __init__(self, fun, n, raise_through, method_name):
-        super().__init__(fun, n, raise_through)
-        self._last_t = None
-        self._same_t = 0
-        self._limit = 64
-        self._method = method_name
-
-    def __call__(self, t, y):
-        if t == self._last_t:
-            self._same_t += 1
-            if self._same_t > self._limit and self.error is None:
-                self.error, self.error_t = _fd_jacobian_error(self._method, self.n), float(t)
-                if self.raise_through:
-                    raise _DynamicsFailed from self.error
-                return self._nan
-        else:
-            self._last_t, self._same_t = t, 0
-        return _Rhs.__call__(self, t, y)
-
-
-def _fd_jacobian_error(method: str, n: int) -> SolverError:
-    return SolverError(
-        f"'{method}' switched to its stiff method and began to form a dense "
-        f"finite-difference Jacobian of the {n}-dimensional state ({n + 1} evaluations "
-        f"and {n}x{n} memory per Jacobian). Pass jac= (dense, or banded with "
-        "lband/uband), choose a non-stiff method such as 'adams' or 'dopri5', or "
-        f"raise max_fd_jacobian_size above {n} to allow it.",
-        method=method,
-    )
-
-
-class _Jac:
-    """Wraps a user Jacobian: copies the input, checks the shape, records errors."""
-
-    __slots__ = ("fun", "shape", "error", "raise_through")
-
-    def __init__(self, fun, shape, raise_through):
-        self.fun, self.shape, self.error, self.raise_through = fun, shape, None, raise_through
-
-    def __call__(self, t, y):
-        if self.error is not None:
-            return np.full(self.shape, np.nan)
-        try:
-            out = np.asarray(self.fun(t, y.copy()), dtype=np.float64)
-            if out.shape != self.shape:
-                raise ValueError(
-                    f"The Jacobian returned shape {out.shape}; expected {self.shape} "
-                    "(dense: (n, n); banded: (lband + uband + 1, n) with "
-                    "jac[i - j + uband, j] = df_i/dy_j)."
-                )
-        except BaseException as exc:  # noqa: BLE001
-            self.error = exc
-            if self.raise_through:
-                raise _DynamicsFailed from exc
-            return np.full(self.shape, np.nan)
-        return out
+#: Options every method accepts (besides rtol, atol, jac and jac_blocks).
+_COMMON_OPTIONS = frozenset({"max_steps", "first_step", "max_step", "max_fd_jacobian_size"})
 
 
 class Method:
-    """Base class of the registry: validates options, runs a solve.
+    """Base class of the registry (see the module docstring).
 
-    Subclasses set ``name`` (the registry key), ``integrator`` (the SciPy code it
-    drives, for the reentrancy guard), ``options`` (accepted options besides the
-    common ones), ``jacobian`` (whether it uses a Jacobian) and ``fd_jacobian``
-    (whether, without one, it may form a dense finite-difference Jacobian).
+    Class attributes (the descriptor):
+        name: The registry key.
+        scipy_call: The SciPy code it drives, in words.
+        integrator: The non-reentrant integrator it uses (``lsoda``, ``vode``,
+            ``dopri5``, ``dop853``) or ``None`` for a reentrant one; two nested
+            solves of one integrator are refused.
+        stiff: Whether it is meant for stiff problems.
+        jacobians: The Jacobians it takes: ``dense`` (``jac(t, y) -> (n, n)``),
+            ``banded`` (``jac`` packed with ``lband``/``uband``), ``blocks``
+            (``jac_blocks(t, y) -> (B, d, d)``, per-sample blocks).
+        fd_jacobian: Whether, without a Jacobian, it forms a finite-difference one.
+        vector_tolerances: Whether rtol and atol may have one entry per component.
+        options: Options it accepts besides the common ones.
+        dense_kind: Its dense output (see :mod:`solvers_bridge._dense`).
+        rms_norm: Whether its error norm is a root mean square (VODE, DOPRI, SciPy's
+            solvers) rather than a maximum (LSODA).
     """
 
     name: ClassVar[str]
-    integrator: ClassVar[str]
-    options: ClassVar[frozenset] = frozenset()
-    jacobian: ClassVar[bool] = False
-    fd_jacobian: ClassVar[bool] = False
-    raise_through: ClassVar[bool] = False
+    scipy_call: ClassVar[str]
+    integrator: ClassVar[str | None]
     stiff: ClassVar[bool] = False
-    #: Whether the error norm is a root mean square (VODE, DOPRI) rather than a
-    #: maximum (LSODA); the adjoint's seminorm compensates for the RMS dilution.
-    rms_norm: ClassVar[bool] = True
-    #: Whether rtol and atol may be given per component (SciPy 1.17's DOPRI codes
-    #: take scalars only).
+    jacobians: ClassVar[frozenset] = frozenset()
+    fd_jacobian: ClassVar[bool] = False
     vector_tolerances: ClassVar[bool] = True
+    options: ClassVar[frozenset] = frozenset()
+    dense_kind: ClassVar[str] = "hermite"
+    rms_norm: ClassVar[bool] = True
+    #: Whether the integrator propagates a Python exception from the callback cleanly.
+    raise_through: ClassVar[bool] = True
+    #: Options of :meth:`run` that the dense operations do not take.
+    solve_only_options: ClassVar[frozenset] = frozenset()
 
     def __init__(self, rtol, atol, jac: Callable | None = None, *,
-                 max_fd_jacobian_size: int = DEFAULT_MAX_FD_JACOBIAN_SIZE, **options):
+                 jac_blocks: Callable | None = None, **options):
         allowed = _COMMON_OPTIONS | self.options
         unknown = sorted(set(options) - allowed)
-        jac_name = {"jac"} if self.jacobian else set()
         if unknown:
             raise TypeError(
                 f"Unknown option(s) {unknown} for method '{self.name}'. Its options are "
-                f"{sorted(allowed | {'rtol', 'atol', 'max_fd_jacobian_size'} | jac_name)}."
-            )
-        if jac is not None and not self.jacobian:
-            raise TypeError(
-                f"Method '{self.name}' does not use a Jacobian; jac= is only accepted by "
-                f"{sorted(k for k, v in METHODS.items() if v.jacobian)}."
-            )
-        if jac is not None and not callable(jac):
-            raise TypeError(f"jac must be callable as jac(t, y); got {type(jac).__name__}.")
+                f"{sorted(allowed | {'rtol', 'atol'})}"
+                + (f" and the Jacobians {sorted(self.jacobians)}." if self.jacobians else "."))
+        for label, given in (("jac", jac), ("jac_blocks", jac_blocks)):
+            if given is not None and not callable(given):
+                raise TypeError(f"{label} must be callable as {label}(t, y); got "
+                                f"{type(given).__name__}.")
+        if jac is not None and jac_blocks is not None:
+            raise ValueError("Give jac= or jac_blocks=, not both.")
+        banded = options.get("lband") is not None or options.get("uband") is not None
+        kind = ("blocks" if jac_blocks is not None else "banded" if jac is not None and banded
+                else "dense" if jac is not None else None)
+        if kind is not None and kind not in self.jacobians:
+            takes = sorted(m for m, cls in METHODS.items() if kind in cls.jacobians)
+            what = "does not use a Jacobian" if not self.jacobians else (
+                f"does not take a {kind} Jacobian")
+            raise TypeError(f"Method '{self.name}' {what}; a {kind} Jacobian is accepted by "
+                            f"{takes}.")
+        if jac_blocks is not None and banded:
+            raise ValueError("jac_blocks sets the band (lband = uband = d - 1, d the size of "
+                             "one sample) itself; do not pass lband or uband with it.")
         if not self.vector_tolerances and (np.ndim(rtol) or np.ndim(atol)):
             raise ValueError(
                 f"Method '{self.name}' takes scalar rtol and atol only (SciPy's DOPRI codes "
                 "have no per-component tolerances); use 'adams', 'bdf' or 'lsoda' for "
                 "per-component tolerances.")
-        self.rtol, self.atol, self.jac = rtol, atol, jac
-        self.max_fd_jacobian_size = int(max_fd_jacobian_size)
+        self.rtol, self.atol, self.jac, self.jac_blocks = rtol, atol, jac, jac_blocks
+        self.max_fd_jacobian_size = int(options.pop("max_fd_jacobian_size",
+                                                    DEFAULT_MAX_FD_JACOBIAN_SIZE))
         self.max_steps = int(options.pop("max_steps", DEFAULT_MAX_STEPS))
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be a positive integer; got {self.max_steps}.")
@@ -248,76 +149,309 @@ class Method:
             value = options.get(key)
             if value is not None and not (np.isfinite(value) and value > 0):
                 raise ValueError(f"{key} must be a positive finite number; got {value!r}.")
-        self.opts = options
+        self.opts = {k: v for k, v in options.items() if v is not None}
 
-    @property
-    def banded(self) -> bool:
-        return self.opts.get("lband") is not None or self.opts.get("uband") is not None
+    # -- the descriptor ---------------------------------------------------------------
 
-    def make_rhs(self, fun: Callable, n: int) -> _Rhs:
-        """Wraps ``fun`` for this method, guarding against large dense FD Jacobians."""
-        if self.fd_jacobian and self.jac is None and not self.banded:
-            if n > self.max_fd_jacobian_size:
-                if self.stiff:
-                    raise _fd_jacobian_error(self.name, n)
-                return _FdGuardedRhs(fun, n, self.raise_through, self.name)
-        return _Rhs(fun, n, self.raise_through)
+    @classmethod
+    def capabilities(cls) -> dict:
+        """What the method is and supports, as a plain dictionary."""
+        return {
+            "name": cls.name,
+            "scipy_call": cls.scipy_call,
+            "integrator": cls.integrator,
+            "reentrant": cls.integrator is None,
+            "stiff": cls.stiff,
+            "jacobians": sorted(cls.jacobians),
+            "fd_jacobian": cls.fd_jacobian,
+            "vector_tolerances": cls.vector_tolerances,
+            "dense_output": cls.dense_kind,
+            "operations": ["solve", "dense", "events"],
+            "options": sorted(_COMMON_OPTIONS | cls.options),
+        }
 
-    def jac_shape(self, n: int) -> tuple[int, int]:
-        if self.banded:
-            return (int(self.opts.get("lband") or 0) + int(self.opts.get("uband") or 0) + 1, n)
-        return (n, n)
+    # -- the operations ---------------------------------------------------------------
 
     def run(self, fun: Callable, y0: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, SolveInfo]:
-        """Integrates and returns ``(ys, info)``; see the module docstring."""
-        rhs = self.make_rhs(fun, y0.size)
-        jac = None
-        if self.jac is not None:
-            jac = _Jac(self.jac, self.jac_shape(y0.size), self.raise_through)
-        with _reentrancy_guard(self):
-            ys, info, failure = self._run(rhs, jac, y0, t)
+        """Integrates and returns ``(ys, info)`` at the output times ``t``."""
+        rhs, jac, opts = self._setup(fun, y0, float(t[0]))
+        with reentrancy_guard(self.name, self.integrator):
+            ys, info, failure = self._run(rhs, jac, opts, y0, t)
+        self._finish(rhs, jac, ys, info, failure)
+        return ys, info
+
+    def run_dense(self, fun: Callable, y0: np.ndarray, t: np.ndarray,
+                  event: Callable | None = None, *, terminal: bool = True,
+                  direction: float = 0.0) -> DenseSolution:
+        """Integrates keeping every step's interpolant; returns a :class:`DenseSolution`
+        with ``ys`` at ``t`` and ``info``. With ``event(t, y) -> float`` the crossings
+        of zero (with the sign of slope ``direction``, 0 for any) are located on the
+        dense output: ``t_events`` and ``y_events`` (the interpolant there, so on the
+        event surface to root-finding precision); with ``terminal`` the solve stops
+        at the first, and its solution ends there."""
+        bad = sorted(set(self.opts) & self.solve_only_options)
+        if bad:
+            raise ValueError(f"Option(s) {bad} of method '{self.name}' apply to its solve to "
+                             "output times only, not to its dense output or events.")
+        rhs, jac, opts = self._setup(fun, y0, float(t[0]))
+        rec = _Recorder(self.dense_kind, y0, t, self.max_steps,
+                        None if event is None else EventFn(event), terminal, direction)
+        t_start, y_start, njev = float(t[0]), y0, 0
+        while True:
+            with reentrancy_guard(self.name, self.integrator):
+                info, failure = self._steps(rhs, jac, opts, y_start, t_start, float(t[-1]),
+                                            rec)
+            njev += info.njev
+            if failure is not None or rec.pending is None or rec.error is not None:
+                break
+            # A crossing inside a Hermite-interpolated step: located again on the
+            # integrator's own states (re-solved from the step's start, outside the
+            # stepping run), then the run resumes from the step's end.
+            row, lo, hi = rec.pending
+            rec.pending = None
+            try:
+                t_star, y_star = self._refine(fun, row, lo, hi, rec)
+            except Exception as exc:  # noqa: BLE001 - raised below with the solve's record
+                rec.error = exc
+                break
+            rec.t_events.append(t_star)
+            rec.y_events.append(y_star)
+            if rec.stopped:
+                rec.t = t_star
+                break
+            if not rec.wants_more:
+                break
+            t_start = float(row[1])
+            y_start = evaluate_row(self.dense_kind, row, y0.size, t_start)
+        info.njev = njev
+        rhs.nfev += rec.extra_nfev
+        if rec.error is not None and rhs.error is None:
+            rhs.error, rhs.error_t = rec.error, rec.t
+        if failure is None and rec.failure is not None:
+            failure = rec.failure
+            info.success, info.status, info.message = False, -1, rec.message
+        info.nsteps = rec.nsteps
+        if rec.rows:
+            info.t_reached = float(rec.t)
+            last = rec.rows[-1]
+            info.last_step = float(last[1] - last[0])
+        ys = rec.ys[:rec.filled]
+        self._finish(rhs, jac, ys, info, failure if rec.filled < len(t) and not rec.stopped
+                     else None)
+        info.nintervals = max(len(t) - 1, 1)
+        end = rec.t if rec.stopped else float(t[-1])
+        table = (np.array(rec.rows) if rec.rows else
+                 np.zeros((0, row_width(self.dense_kind, y0.size))))
+        sol = DenseSolution(self.dense_kind, table, (float(t[0]), end), y0.size, ys, info)
+        sol.t_events = np.array(rec.t_events, dtype=np.float64)
+        sol.y_events = np.array(rec.y_events, dtype=np.float64).reshape(-1, y0.size)
+        return sol
+
+    def _refine(self, fun, row, lo, hi, rec):
+        """The event time on the integrator's own states: Brent's method on
+        ``g(s, Y(s))``, ``Y(s)`` solved by this method from the step's start."""
+        n, t_old = rec.n, float(row[0])
+        y_old = evaluate_row(self.dense_kind, row, n, t_old)
+        states = {t_old: y_old}
+
+        def state(s):
+            if s not in states:
+                ys, info = self.run(fun, y_old, np.array([t_old, s]))
+                rec.extra_nfev += info.nfev
+                states[s] = ys[-1]
+            return states[s]
+
+        def along(s):
+            return rec.event(s, state(s))
+
+        a, b = sorted((lo, hi))
+        ga, gb = along(a), along(b)
+        if ga == 0 or gb == 0 or np.sign(ga) == np.sign(gb):
+            # The re-solved ends do not bracket (a crossing within the tolerance):
+            # the interpolant's root stands.
+            root = rec.interpolant_root
+            return root, evaluate_row(self.dense_kind, row, n, root)
+        eps = np.finfo(float).eps
+        root = _opt.brentq(along, a, b, xtol=4 * eps * max(abs(a), abs(b), 1e-300),
+                           rtol=4 * eps, maxiter=200)
+        return root, state(root)
+
+    # -- shared machinery -------------------------------------------------------------
+
+    def _setup(self, fun, y0, t0):
+        """The counted right-hand side, the wrapped Jacobian and the solver options."""
+        n = y0.size
+        jac, opts = self.jac, dict(self.opts)
+        if self.jac_blocks is not None:
+            blocks = self.jac_blocks
+            layout = block_layout(blocks, t0, y0)
+            if "lband" in self.options:
+                def jac(s, y):
+                    return layout.banded(blocks(s, y))
+
+                opts["lband"] = opts["uband"] = layout.bandwidth
+            else:
+                def jac(s, y):
+                    return layout.sparse(blocks(s, y))
+        jac, opts = self._adapt_jacobian(jac, opts, n)
+        banded = opts.get("lband") is not None or opts.get("uband") is not None
+        if self.fd_jacobian and jac is None and not banded and n > self.max_fd_jacobian_size:
+            if self.stiff:
+                raise fd_jacobian_error(self.name, n)
+            rhs = FdGuardedRhs(fun, n, self.raise_through, self.name)
+        else:
+            rhs = Rhs(fun, n, self.raise_through)
+        if jac is not None:
+            shape = ((int(opts.get("lband") or 0) + int(opts.get("uband") or 0) + 1, n)
+                     if banded else (n, n))
+            jac = Jac(jac, shape, self.raise_through)
+        return rhs, jac, opts
+
+    def _adapt_jacobian(self, jac, opts, n):
+        return jac, opts
+
+    def _finish(self, rhs, jac, ys, info, failure):
         info.nfev = rhs.nfev
         error = rhs.error or (jac.error if jac is not None else None)
         if error is not None:
-            _raise_callback_error(error, self.name, rhs.error_t, ys, info)
+            raise_callback_error(error, self.name, rhs.error_t, ys, info)
         if failure is not None:
             raise SolverError(
                 f"The '{self.name}' solver failed at t={info.t_reached!r} while integrating "
                 f"towards t={failure!r} (last step size {info.last_step!r}, "
                 f"{info.nsteps} steps, {info.nfev} evaluations): {info.message} "
-                + _failure_hint(info.message),
+                + failure_hint(info.message),
                 method=self.name, t=info.t_reached, step=info.last_step,
                 solver_message=info.message, info=info, ys=ys,
             )
-        return ys, info
 
-    def _run(self, rhs, jac, y0, t):  # pragma: no cover - abstract
+    def _run(self, rhs, jac, opts, y0, t):
+        """Solve to output times; by default through the dense stepping."""
+        rec = _Recorder(self.dense_kind, y0, t, self.max_steps, None, True, 0.0, keep=False)
+        info, failure = self._steps(rhs, jac, opts, y0, float(t[0]), float(t[-1]), rec)
+        if failure is None and rec.failure is not None:
+            failure = rec.failure
+            info.success, info.status, info.message = False, -1, rec.message
+        if rec.error is not None and rhs.error is None:
+            rhs.error, rhs.error_t = rec.error, rec.t
+        info.nsteps = rec.nsteps
+        info.t_reached = float(rec.t)
+        if rec.last_step is not None:
+            info.last_step = rec.last_step
+        return rec.ys[:rec.filled], info, failure if rec.filled < len(t) else None
+
+    def _steps(self, rhs, jac, opts, y0, t0, t1, rec):  # pragma: no cover - abstract
+        """Steps from ``t0`` towards ``t1`` handing each accepted step's table row to
+        ``rec.on_step`` until it returns False; returns ``(info, failure)`` with
+        ``failure`` the time aimed at when the solver failed (else ``None``)."""
         raise NotImplementedError
 
 
-def _failure_hint(message: str) -> str:
-    low = message.lower()
-    if "excess work" in low or "larger nmax" in low or "nsteps" in low:
-        return ("The step budget was exhausted: raise max_steps, loosen rtol/atol, or use "
-                "a stiff method ('bdf', 'lsoda') if the dynamics are stiff.")
-    if "too small" in low or "underflow" in low or "repeated" in low:
-        return ("The step size collapsed: the dynamics are probably stiff or singular "
-                "here; try 'bdf' or 'lsoda', or loosen the tolerances.")
-    if "stiff" in low:
-        return "The problem looks stiff: use 'bdf' or 'lsoda'."
-    return ""
+class _Recorder:
+    """Receives the accepted steps of a dense run: keeps their rows, fills the
+    output times, enforces the step budget per output interval, locates events."""
+
+    def __init__(self, kind, y0, t, max_steps, event, terminal, direction, keep=True):
+        self.kind, self.n, self.t_out = kind, y0.size, t
+        self.sign = 1.0 if len(t) < 2 or t[-1] >= t[0] else -1.0
+        self.ys = np.empty((len(t), y0.size))
+        self.ys[0] = y0
+        self.filled = 1
+        self.rows: list = []
+        self.keep = keep
+        self.max_steps, self.steps_here, self.nsteps = max_steps, 0, 0
+        self.t, self.last_step = float(t[0]), None
+        self.failure = None
+        self.message = ""
+        self.error: BaseException | None = None
+        self.event, self.terminal, self.direction = event, terminal, float(direction)
+        self.t_events: list = []
+        self.y_events: list = []
+        self.stopped = False
+        self.pending = None  # (row, lo, hi): a crossing to locate on re-solved states
+        self.interpolant_root = None
+        self.extra_nfev = 0
+        self.g_old = None
+        if event is not None:
+            try:
+                self.g_old = event(float(t[0]), y0)
+            except Exception as exc:  # noqa: BLE001 - raised after the solve
+                self.error = exc
+
+    @property
+    def wants_more(self) -> bool:
+        return (self.filled < len(self.t_out) and not self.stopped and self.failure is None
+                and self.error is None)
+
+    def on_step(self, row: np.ndarray) -> bool:
+        """Takes one accepted step; returns whether to go on."""
+        if self.error is not None:
+            return False
+        self.nsteps += 1
+        self.steps_here += 1
+        t_old, t_new = float(row[0]), float(row[1])
+        end = float(self.t_out[-1])
+        s_end = end if self.sign * (t_new - end) > 0 else t_new  # clip an overshoot
+        self.last_step = t_new - t_old
+        if self.keep:
+            self.rows.append(row)
+        if self.event is not None and self._locate(row, t_old, s_end):
+            if self.error is not None or self.pending is not None:
+                self.t = t_old
+                return False
+            self.t = float(self.t_events[-1])
+            return False
+        self.t = s_end
+        while self.filled < len(self.t_out) and self.sign * (self.t_out[self.filled] - s_end) <= 0:
+            self.ys[self.filled] = evaluate_row(self.kind, row, self.n,
+                                                float(self.t_out[self.filled]))
+            self.filled += 1
+            self.steps_here = 0
+        if self.filled < len(self.t_out) and self.steps_here >= self.max_steps:
+            self.failure = float(self.t_out[self.filled])
+            self.message = (f"excess work: {self.max_steps} steps (max_steps) in one output "
+                            "interval without reaching its end")
+            return False
+        return self.wants_more and self.pending is None
+
+    def _locate(self, row, t_old, s_end) -> bool:
+        """Looks for a crossing in ``[t_old, s_end]``; returns True to stop."""
+        kind, n, g = self.kind, self.n, self.event
+
+        def along(s):
+            return g(s, evaluate_row(kind, row, n, s))
+
+        try:
+            g_new = along(s_end)
+            up = self.g_old <= 0 <= g_new
+            down = self.g_old >= 0 >= g_new
+            hit = (up and self.direction > 0) or (down and self.direction < 0) or (
+                (up or down) and self.direction == 0)
+            if hit and not (self.g_old == 0 and g_new == 0):
+                if self.g_old == 0:
+                    root = t_old
+                elif g_new == 0:
+                    root = s_end
+                else:
+                    lo, hi = sorted((t_old, s_end))
+                    root = _opt.brentq(along, lo, hi, xtol=4 * np.finfo(float).eps * max(
+                        abs(lo), abs(hi), 1e-300), rtol=4 * np.finfo(float).eps, maxiter=200)
+                self.g_old = g_new
+                self.stopped = self.terminal  # the solution then ends inside this step
+                if kind == "hermite" and root not in (t_old, s_end):
+                    self.pending, self.interpolant_root = (row, t_old, s_end), root
+                    return self.terminal
+                self.t_events.append(root)
+                self.y_events.append(evaluate_row(kind, row, n, root))
+                return self.terminal
+            self.g_old = g_new
+        except Exception as exc:  # noqa: BLE001 - raised after the solve
+            self.error = exc
+            return True
+        return False
 
 
-def _raise_callback_error(error: BaseException, method: str, t, ys, info) -> None:
-    info.success, info.status = False, -99
-    info.message = f"{type(error).__name__}: {error}"
-    if isinstance(error, SolverError):
-        error.info, error.ys = info, ys
-        raise error
-    if hasattr(error, "add_note"):
-        error.add_note(f"(raised by the dynamics at t={t!r} during a '{method}' solve; "
-                       f"{len(ys)} output time(s) had been reached)")
-    raise error
+# -- scipy.integrate.ode: LSODA, VODE, DOPRI ------------------------------------------
 
 
 class _OdeMethod(Method):
@@ -325,24 +459,23 @@ class _OdeMethod(Method):
 
     _scipy_name: ClassVar[str]
     _scipy_kwargs: ClassVar[dict] = {}
-    _option_names: ClassVar[dict] = {"first_step": "first_step", "max_step": "max_step",
-                                     "min_step": "min_step", "lband": "lband", "uband": "uband"}
 
-    def _integrator_kwargs(self) -> dict:
-        kw = dict(self._scipy_kwargs, rtol=self.rtol, atol=self.atol, nsteps=self.max_steps)
-        for key, value in self.opts.items():
-            if value is not None:
-                kw[self._option_names.get(key, key)] = value
-        return kw
-
-    def _run(self, rhs, jac, y0, t):
+    def _make_ode(self, rhs, jac, opts, y0, t0, nsteps):
         r = _si.ode(rhs, jac)
-        r.set_integrator(self._scipy_name, **self._integrator_kwargs())
-        stepper = self._attach_solout(r)
+        r.set_integrator(self._scipy_name, **dict(self._scipy_kwargs, rtol=self.rtol,
+                                                  atol=self.atol, nsteps=nsteps, **opts))
+        return r
+
+    def _start(self, r, y0, t0):
         try:
-            r.set_initial_value(y0, t[0])
+            r.set_initial_value(y0, t0)
         except MemoryError as exc:
             raise self._workspace_error(y0.size) from exc
+
+    def _run(self, rhs, jac, opts, y0, t):
+        r = self._make_ode(rhs, jac, opts, y0, t[0], self.max_steps)
+        stepper = self._attach_solout(r)
+        self._start(r, y0, t[0])
         ys = np.empty((len(t), y0.size))
         ys[0] = y0
         info = SolveInfo(method=self.name, t_reached=float(t[0]))
@@ -352,7 +485,7 @@ class _OdeMethod(Method):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # failures are raised below instead
                     y = r.integrate(t[i])
-            except _DynamicsFailed:
+            except DynamicsFailed:
                 self._fill_info(r, info, stepper)
                 return ys[:i], info, None
             self._fill_info(r, info, stepper)
@@ -361,11 +494,41 @@ class _OdeMethod(Method):
             if not r.successful():
                 code = r.get_return_code()
                 info.success, info.status = False, int(code)
-                info.message = r._integrator.messages.get(code, f"return code {code}")
+                info.message = _sx.return_message(r, code)
                 return ys[:i], info, float(t[i])
             ys[i] = y
             last_method = self._count_switch(r, info, last_method)
         return ys, info, None
+
+    def _steps(self, rhs, jac, opts, y0, t0, t1, rec):
+        """VODE one step at a time (``integrate(step=True)``), each accepted step's
+        interpolant VODE's own Nordsieck polynomial."""
+        r = self._make_ode(rhs, jac, opts, y0, t0, self.max_steps)
+        self._start(r, y0, t0)
+        info = SolveInfo(method=self.name, t_reached=t0)
+        t_old, n = t0, y0.size
+        while rec.wants_more and rhs.error is None:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    r.integrate(t1, step=True)
+            except DynamicsFailed:
+                break
+            if rhs.error is not None or (jac is not None and jac.error is not None):
+                break
+            if not r.successful():
+                code = r.get_return_code()
+                info.success, info.status = False, int(code)
+                info.message = _sx.return_message(r, code)
+                self._fill_info(r, info, None)
+                return info, float(t1)
+            t_new = float(r.t)
+            h, order, yh = _sx.vode_dense_output(r, n)
+            if not rec.on_step(nordsieck_row(t_old, t_new, h, order, yh)):
+                break
+            t_old = t_new
+        self._fill_info(r, info, None)
+        return info, None
 
     def _attach_solout(self, r):
         return None
@@ -381,40 +544,90 @@ class _OdeMethod(Method):
         return None
 
     def _fill_info(self, r, info, stepper):
-        integ = r._integrator
-        info.nsteps = int(integ.iwork[10])
-        info.njev = int(integ.iwork[12])
-        info.last_step = float(integ.rwork[10])
+        integ = _sx.integrator(r)
+        info.nsteps = int(integ.iwork[_sx.IWORK_NSTEPS])
+        info.njev = int(integ.iwork[_sx.IWORK_NJEV])
+        info.last_step = float(integ.rwork[_sx.RWORK_LAST_STEP])
         info.t_reached = float(r.t)
 
 
-class Lsoda(_OdeMethod):
-    """ODEPACK LSODA through ``scipy.integrate.ode('lsoda')``: switches automatically
-    between Adams (non-stiff) and BDF (stiff). Without ``jac`` its stiff mode forms a
-    finite-difference Jacobian; on states above ``max_fd_jacobian_size`` that is
-    stopped with an error."""
+class _IvpMethod(Method):
+    """Dense operations through one of SciPy's ``OdeSolver`` classes, stepped here."""
+
+    _ivp_class: ClassVar[type]
+    _ivp_options: ClassVar[frozenset] = frozenset({"first_step", "max_step"})
+
+    def _row(self, solver) -> np.ndarray:
+        y_old, q = _sx.rk_dense_output(solver)
+        return q_row(solver.t_old, solver.t, y_old, q)
+
+    def _steps(self, rhs, jac, opts, y0, t0, t1, rec):
+        info = SolveInfo(method=self.name, t_reached=t0)
+        kwargs = {k: v for k, v in opts.items() if k in self._ivp_options}
+        if jac is not None:
+            kwargs["jac"] = jac
+        if t1 == t0:
+            return info, None
+        solver = None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                solver = self._ivp_class(rhs, t0, y0, t1, rtol=self.rtol, atol=self.atol,
+                                         **kwargs)
+                while rec.wants_more:
+                    message = solver.step()
+                    if rhs.error is not None or (jac is not None and jac.error is not None):
+                        break
+                    if solver.status == "failed":
+                        info.success, info.status, info.message = False, -1, str(message)
+                        info.njev = int(getattr(solver, "njev", 0))
+                        return info, float(t1)
+                    if not rec.on_step(self._row(solver)) or solver.status == "finished":
+                        break
+        except DynamicsFailed:
+            pass
+        except MemoryError as exc:
+            raise SolverError(f"The '{self.name}' solver could not allocate its work arrays "
+                              f"for a state of {y0.size} components.", method=self.name) from exc
+        info.njev = int(getattr(solver, "njev", 0) or 0)
+        return info, None
+
+
+class Lsoda(_OdeMethod, _IvpMethod):
+    """ODEPACK LSODA: switches automatically between Adams (non-stiff) and BDF
+    (stiff). Without ``jac`` its stiff mode forms a finite-difference Jacobian; on
+    states above ``max_fd_jacobian_size`` that is stopped with an error."""
 
     name = "lsoda"
+    scipy_call = "ode('lsoda'); dense: LSODA (the same ODEPACK code)"
     integrator = "lsoda"
     options = frozenset({"min_step", "lband", "uband", "max_order_ns", "max_order_s"})
-    jacobian = True
+    solve_only_options = frozenset({"max_order_ns", "max_order_s"})
+    jacobians = frozenset({"dense", "banded", "blocks"})
     fd_jacobian = True
-    raise_through = True
     rms_norm = False
+    dense_kind = "nordsieck"
     _scipy_name = "lsoda"
+    _ivp_class = _si.LSODA
+    _ivp_options = frozenset({"first_step", "max_step", "min_step", "lband", "uband"})
+    _steps = _IvpMethod._steps
+
+    def _row(self, solver) -> np.ndarray:
+        h, order, yh = _sx.lsoda_dense_output(solver)
+        return nordsieck_row(solver.t_old, solver.t, h, order, yh)
 
     def _workspace_error(self, n: int) -> SolverError:
         gib = 8.0 * n * n / 2 ** 30
         return SolverError(
-            f"'lsoda' (scipy.integrate.ode) allocates the workspace of its stiff method, a "
-            f"dense {n}x{n} Jacobian ({gib:,.0f} GiB), before the first step, and this "
-            "machine cannot hold it. For a state this large use 'adams' (VODE's Adams: the "
-            "non-stiff method LSODA starts with), 'odeint' (the same LSODA code, allocating "
-            "its workspace lazily), or give jac= banded with lband/uband.",
+            f"'{self.name}' allocates the workspace of its stiff method, a dense {n}x{n} "
+            f"Jacobian ({gib:,.0f} GiB), before the first step, and this machine cannot hold "
+            "it. For a state this large use 'adams' (VODE's Adams: the non-stiff method "
+            "LSODA starts with), 'odeint' (the same LSODA code, allocating its workspace "
+            "lazily), or give jac= banded with lband/uband.",
             method=self.name)
 
     def _count_switch(self, r, info, last_method):
-        used = int(r._integrator.iwork[18])
+        used = int(_sx.integrator(r).iwork[_sx.IWORK_LSODA_METHOD])
         if last_method is not None and used != last_method:
             info.nswitches += 1
         return used
@@ -425,8 +638,11 @@ class Adams(_OdeMethod):
     the paper's method. Uses no Jacobian."""
 
     name = "adams"
+    scipy_call = "ode('vode', method='adams')"
     integrator = "vode"
     options = frozenset({"min_step", "order"})
+    raise_through = False
+    dense_kind = "nordsieck"
     _scipy_name = "vode"
     _scipy_kwargs = {"method": "adams", "with_jacobian": False}
 
@@ -445,33 +661,34 @@ class Bdf(_OdeMethod):
     """
 
     name = "bdf"
+    scipy_call = "ode('vode', method='bdf', with_jacobian=True)"
     integrator = "vode"
-    options = frozenset({"min_step", "order", "lband", "uband"})
-    jacobian = True
-    fd_jacobian = True
     stiff = True
+    options = frozenset({"min_step", "order", "lband", "uband"})
+    jacobians = frozenset({"dense", "banded", "blocks"})
+    fd_jacobian = True
+    raise_through = False
+    dense_kind = "nordsieck"
     _scipy_name = "vode"
     _scipy_kwargs = {"method": "bdf", "with_jacobian": True}
 
-    def run(self, fun: Callable, y0: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, SolveInfo]:
-        n = y0.size
-        if self.banded or n == 1:
-            return super().run(fun, y0, t)
-        if self.jac is None and n > self.max_fd_jacobian_size:
-            raise _fd_jacobian_error(self.name, n)
-        dense = self.jac
-        jac = None
-        if dense is not None:
-            rows, cols = _full_band_index(n)
+    def _adapt_jacobian(self, jac, opts, n):
+        if opts.get("lband") is not None or opts.get("uband") is not None or n == 1:
+            return jac, opts
+        if jac is None and n > self.max_fd_jacobian_size:
+            raise fd_jacobian_error(self.name, n)
+        opts = dict(opts, lband=n - 1, uband=n - 1)
+        if jac is None:
+            return None, opts
+        rows, cols = _full_band_index(n)
+        dense = jac
 
-            def jac(s, y):
-                ab = np.zeros((2 * n - 1, n))
-                ab[rows, cols] = np.asarray(dense(s, y), dtype=np.float64).ravel()
-                return ab
+        def full_band(s, y):
+            ab = np.zeros((2 * n - 1, n))
+            ab[rows, cols] = np.asarray(dense(s, y), dtype=np.float64).ravel()
+            return ab
 
-        full = Bdf(self.rtol, self.atol, jac, max_fd_jacobian_size=self.max_fd_jacobian_size,
-                   max_steps=self.max_steps, **{**self.opts, "lband": n - 1, "uband": n - 1})
-        return full.run(fun, y0, t)
+        return full_band, opts
 
 
 @functools.lru_cache(maxsize=8)
@@ -484,7 +701,7 @@ def _full_band_index(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 class _Dopri(_OdeMethod):
     vector_tolerances = False
-    _option_names = {"first_step": "first_step", "max_step": "max_step"}
+    raise_through = False
 
     def _attach_solout(self, r):
         steps = [None, None]  # previous and current accepted time
@@ -495,9 +712,51 @@ class _Dopri(_OdeMethod):
         r.set_solout(solout)
         return steps
 
+    def _steps(self, rhs, jac, opts, y0, t0, t1, rec):
+        """The whole span in one call, every accepted step reported by ``solout``
+        with its derivative (one more evaluation per step) for the Hermite
+        interpolant; ``solout`` stops the code when the recorder has enough."""
+        r = self._make_ode(rhs, None, opts, y0, t0, 2 ** 31 - 1)
+        last = {}
+
+        def solout(t, y):
+            if last and t == last["t"]:  # a new call starts where the last one ended
+                return 0
+            y = np.array(y)
+            f = rhs(t, y)
+            if last:
+                row = hermite_row(last["t"], t, last["y"], y, last["f"], f)
+                if not rec.on_step(row):
+                    return -1
+            last.update(t=float(t), y=y, f=f)
+            return 0
+
+        r.set_solout(solout)
+        self._start(r, y0, t0)
+        info = SolveInfo(method=self.name, t_reached=t0)
+        # One call per output time, so that every output time is a step's end (the
+        # codes land on it exactly) rather than a point of the interpolant.
+        ahead = [float(s) for s in rec.t_out[rec.filled:] if rec.sign * (s - t0) > 0]
+        for target in ahead or ([t1] if t1 != t0 else []):
+            if not rec.wants_more:
+                break
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    r.integrate(target)
+            except DynamicsFailed:
+                break
+            code = r.get_return_code()
+            if code < 0 and rhs.error is None and rec.wants_more:
+                info.success, info.status = False, int(code)
+                info.message = _sx.return_message(r, code)
+                info.t_reached = float(r.t)
+                return info, target
+        return info, None
+
     def _fill_info(self, r, info, stepper):
-        integ = r._integrator
-        info.nsteps += int(integ.iwork[18])  # accepted steps; DOPRI restarts per call
+        integ = _sx.integrator(r)
+        info.nsteps += int(integ.iwork[_sx.IWORK_DOPRI_ACCEPTED])  # DOPRI restarts per call
         info.njev = 0
         prev, cur = stepper
         info.last_step = None if prev is None else float(cur - prev)
@@ -509,6 +768,7 @@ class Dopri5(_Dopri):
     method torchdiffeq defaults to."""
 
     name = "dopri5"
+    scipy_call = "ode('dopri5')"
     integrator = "dopri5"
     _scipy_name = "dopri5"
 
@@ -517,24 +777,21 @@ class Dop853(_Dopri):
     """Explicit Runge-Kutta 8(5,3) of Dormand and Prince (``ode('dop853')``)."""
 
     name = "dop853"
+    scipy_call = "ode('dop853')"
     integrator = "dop853"
     _scipy_name = "dop853"
 
 
-class Odeint(Method):
+class Odeint(Lsoda):
     """``scipy.integrate.odeint`` (ODEPACK LSODA): the exact call of the paper's code.
-    Its failures, which SciPy reports only as a warning, are raised as errors."""
+    Its failures, which SciPy reports only as a warning, are raised as errors. Its
+    dense output is LSODA's (the same code)."""
 
     name = "odeint"
-    integrator = "lsoda"
-    options = frozenset({"min_step", "lband", "uband", "max_order_ns", "max_order_s"})
-    jacobian = True
-    fd_jacobian = True
-    raise_through = True
-    rms_norm = False
+    scipy_call = "odeint (LSODA); dense: LSODA"
 
-    def _run(self, rhs, jac, y0, t):
-        o = self.opts
+    def _run(self, rhs, jac, opts, y0, t):
+        o = opts
         info = SolveInfo(method=self.name, t_reached=float(t[0]))
         if len(t) == 1:
             return y0[None].copy(), info, None
@@ -548,7 +805,7 @@ class Odeint(Method):
                     hmin=o.get("min_step") or 0.0, ml=o.get("lband"), mu=o.get("uband"),
                     mxordn=o.get("max_order_ns", 12), mxords=o.get("max_order_s", 5),
                 )
-        except _DynamicsFailed:
+        except DynamicsFailed:
             return y0[None].copy(), info, None
         direction = np.sign(t[-1] - t[0])
         reached = (d["tcur"] - t[1:]) * direction >= 0
@@ -567,9 +824,49 @@ class Odeint(Method):
         return ys, info, None
 
 
+# -- SciPy's pure-Python solvers (reentrant) ------------------------------------------
+
+
+class Radau(_IvpMethod):
+    """Radau IIA of order 5 (SciPy's ``Radau``, pure Python, reentrant): implicit, for
+    stiff problems. Takes a dense ``jac`` or per-sample blocks (as a sparse matrix);
+    without one it forms a finite-difference Jacobian."""
+
+    name = "radau"
+    scipy_call = "Radau (solve_ivp's)"
+    integrator = None
+    stiff = True
+    jacobians = frozenset({"dense", "blocks"})
+    fd_jacobian = True
+    dense_kind = "radau"
+    _ivp_class = _si.Radau
+
+
+class Rk45(_IvpMethod):
+    """Explicit Runge-Kutta 5(4) of Dormand and Prince (SciPy's ``RK45``, pure Python,
+    reentrant), with its quartic continuous extension."""
+
+    name = "rk45"
+    scipy_call = "RK45 (solve_ivp's)"
+    integrator = None
+    dense_kind = "rk4"
+    _ivp_class = _si.RK45
+
+
+class Rk23(_IvpMethod):
+    """Explicit Runge-Kutta 3(2) of Bogacki and Shampine (SciPy's ``RK23``, pure
+    Python, reentrant)."""
+
+    name = "rk23"
+    scipy_call = "RK23 (solve_ivp's)"
+    integrator = None
+    dense_kind = "rk3"
+    _ivp_class = _si.RK23
+
+
 #: The registry: method name -> class.
 METHODS: dict[str, type[Method]] = {
-    m.name: m for m in (Lsoda, Adams, Bdf, Odeint, Dopri5, Dop853)
+    m.name: m for m in (Lsoda, Adams, Bdf, Odeint, Dopri5, Dop853, Radau, Rk45, Rk23)
 }
 
 

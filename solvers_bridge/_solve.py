@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from solvers_bridge._dense import DenseSolution
 from solvers_bridge._info import SolveInfo
 from solvers_bridge._methods import get_method
 
@@ -69,7 +70,7 @@ def check_tolerance(tol, n: int, name: str):
 
 def solve(fun: Callable[[float, np.ndarray], np.ndarray], y0, t, method: str = "lsoda",
           rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, *, jac: Callable | None = None,
-          **options) -> tuple[np.ndarray, SolveInfo]:
+          jac_blocks: Callable | None = None, **options) -> tuple[np.ndarray, SolveInfo]:
     """Integrates ``dy/dt = fun(t, y)`` and returns the states at every time in ``t``.
 
     Args:
@@ -80,12 +81,17 @@ def solve(fun: Callable[[float, np.ndarray], np.ndarray], y0, t, method: str = "
             initial time.
         method: A name in :data:`METHODS`: ``lsoda``, ``adams`` (VODE implicit Adams,
             the paper's), ``bdf`` (VODE BDF), ``odeint`` (``scipy.integrate.odeint``),
-            ``dopri5``, ``dop853``.
+            ``dopri5``, ``dop853``, ``radau``, ``rk45``, ``rk23``.
         rtol: Relative tolerance, scalar or one per component.
         atol: Absolute tolerance, scalar or one per component.
-        jac: For ``lsoda``, ``bdf`` and ``odeint``: ``jac(t, y)`` returning the dense
-            Jacobian ``(n, n)``, or the banded one ``(lband + uband + 1, n)`` with
-            ``jac[i - j + uband, j] = df_i/dy_j`` when ``lband``/``uband`` are given.
+        jac: For ``lsoda``, ``bdf``, ``odeint`` and ``radau``: ``jac(t, y)`` returning
+            the dense Jacobian ``(n, n)``, or (not ``radau``) the banded one
+            ``(lband + uband + 1, n)`` with ``jac[i - j + uband, j] = df_i/dy_j`` when
+            ``lband``/``uband`` are given.
+        jac_blocks: For the same methods, instead of ``jac``: the Jacobian blocks
+            ``(t, y) -> (B, d, d)`` of a state of ``B`` independent samples laid out
+            sample by sample, handed to the solver as a band (ODEPACK, VODE) or a
+            sparse matrix (``radau``), never as a dense ``n x n`` matrix.
         **options: ``max_steps`` (per output interval, default 10,000),
             ``first_step``, ``max_step``, ``min_step``, ``lband``, ``uband``,
             ``order``, ``max_order_ns``, ``max_order_s`` where the method has them,
@@ -104,6 +110,59 @@ def solve(fun: Callable[[float, np.ndarray], np.ndarray], y0, t, method: str = "
         Exception: an exception raised by ``fun`` is re-raised as it was, with a
             note giving the time and method.
     """
+    solver, y0, t = _prepare(fun, y0, t, method, rtol, atol, jac, jac_blocks, options)
+    return solver.run(fun, y0, t)
+
+
+def dense_solve(fun: Callable, y0, t, method: str = "lsoda", rtol=DEFAULT_RTOL,
+                atol=DEFAULT_ATOL, *, jac: Callable | None = None,
+                jac_blocks: Callable | None = None, **options) -> DenseSolution:
+    """Integrates like :func:`solve` and keeps the dense solution.
+
+    The same integrator as :func:`solve` with the same ``method`` name, stepped one
+    accepted step at a time; each step's interpolant is the integrator's own where
+    SciPy exposes it (LSODA, Radau, RK45, RK23), else cubic Hermite from the states
+    and derivatives at the step ends (VODE, DOPRI; one more evaluation per step).
+
+    Returns:
+        A :class:`DenseSolution`: ``sol(t)`` anywhere in the span, ``sol.ys`` at the
+        output times, ``sol.info``, and ``sol.table`` (one row per step).
+    """
+    solver, y0, t = _prepare(fun, y0, t, method, rtol, atol, jac, jac_blocks, options)
+    return solver.run_dense(fun, y0, t)
+
+
+def solve_to_event(fun: Callable, y0, t0: float, t_max: float, event: Callable,
+                   method: str = "lsoda", rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, *,
+                   direction: float = 0.0, terminal: bool = True,
+                   jac: Callable | None = None, jac_blocks: Callable | None = None,
+                   **options) -> DenseSolution:
+    """Integrates from ``t0`` towards ``t_max`` until ``event(t, y)`` crosses zero.
+
+    The crossing is located on the dense output of the integrator that took the
+    step (Brent's method on ``event(t, sol(t))``), so the returned state lies on the
+    event surface to root-finding precision.
+
+    Args:
+        event: ``event(t, y) -> float``; counted, and checked to return one finite
+            number.
+        direction: Only crossings with this sign of slope count (0: any).
+        terminal: Stop at the first crossing (the solution then ends there);
+            ``False``: every crossing before ``t_max``.
+        Others: as for :func:`solve`.
+
+    Returns:
+        A :class:`DenseSolution` with ``t_events`` ``(K,)`` and ``y_events``
+        ``(K, n)``; ``sol.info.nfev`` counts the dynamics' evaluations.
+    """
+    if not callable(event):
+        raise TypeError(f"event must be callable as event(t, y); got {type(event).__name__}.")
+    solver, y0, t = _prepare(fun, y0, [t0, t_max], method, rtol, atol, jac, jac_blocks,
+                             options)
+    return solver.run_dense(fun, y0, t, event, terminal=terminal, direction=direction)
+
+
+def _prepare(fun, y0, t, method, rtol, atol, jac, jac_blocks, options):
     cls = get_method(method)
     y0 = check_state(y0)
     t = check_times(t)
@@ -111,4 +170,4 @@ def solve(fun: Callable[[float, np.ndarray], np.ndarray], y0, t, method: str = "
     atol = check_tolerance(atol, y0.size, "atol")
     if not callable(fun):
         raise TypeError(f"fun must be callable as fun(t, y); got {type(fun).__name__}.")
-    return cls(rtol, atol, jac, **options).run(fun, y0, t)
+    return cls(rtol, atol, jac, jac_blocks=jac_blocks, **options), y0, t

@@ -110,3 +110,20 @@ def test_non_terminal_events_are_every_crossing_each_differentiable():
     with pytest.raises(NotImplementedError, match="runs eagerly only"):
         tf.function(lambda: tfode.odeint_event(oscillator, y0, 0.0, lambda t, s: s[0],
                                                t_max=3.0, terminal=False))()
+
+
+@pytest.mark.parametrize("method", sorted(tfode.methods()))
+def test_every_adaptive_method_locates_the_event_with_the_state_on_its_surface(method):
+    caps = tfode.methods()[method]
+    if caps["in_graph"]:
+        pytest.skip("fixed-step in-graph methods have no events")
+    k = tf.Variable(1.0, dtype=tf.float64)
+    y0 = tf.constant([2.0], tf.float64)
+    with tf.GradientTape() as tape:
+        t_star, y_star = tfode.odeint_event(lambda t, y: -k * y, y0, 0.0,
+                                            lambda t, y: y[0] - 1.0, t_max=5.0,
+                                            method=method, rtol=TOL, atol=TOL)
+    # |g(t*, y*)| <= 1e-8 relative: the state comes from the integrator that located it.
+    assert abs(float(y_star[0]) - 1.0) <= 1e-8
+    assert float(t_star) == pytest.approx(math.log(2.0), rel=1e-8)
+    assert float(tape.gradient(t_star, k)) == pytest.approx(-math.log(2.0), rel=1e-6)

@@ -117,7 +117,8 @@ def test_save_and_load_gives_identical_predictions(tmp_path):
     keras.utils.set_random_seed(3)
     x, _ = xor_data(8)
     block = ODEBlock(ConcatMLP((8,)), t=(0.0, 1.0), augment_dim=1, method="dopri5",
-                     rtol=1e-5, atol=1e-6, seminorm=True, name="ode_saved")
+                     rtol=1e-5, atol=1e-6, adjoint=tfode.Backsolve(seminorm=True),
+                     name="ode_saved")
     model = classifier(block)
     pred = model.predict(x, verbose=0)
     path = tmp_path / "model.keras"
@@ -127,7 +128,18 @@ def test_save_and_load_gives_identical_predictions(tmp_path):
     # its callbacks; a different choice changes the last bits, a wrong reload far more).
     np.testing.assert_allclose(loaded.predict(x, verbose=0), pred, rtol=1e-6, atol=1e-7)
     cfg = loaded.layers[1].get_config()
-    assert cfg["method"] == "dopri5" and cfg["augment_dim"] == 1 and cfg["seminorm"] is True
+    assert cfg["method"] == "dopri5" and cfg["augment_dim"] == 1
+    assert loaded.layers[1].adjoint == tfode.Backsolve(seminorm=True)
+
+
+def test_a_block_saved_with_the_old_adjoint_arguments_loads_with_them_as_an_object():
+    config = ODEBlock(ConcatMLP((8,)), method="lsoda").get_config()
+    config.update(adjoint="backsolve", adjoint_method="adams", adjoint_rtol=1e-7,
+                  adjoint_atol=None, adjoint_options=None, restart=True, seminorm=True)
+    block = ODEBlock.from_config(config)
+    assert block.adjoint == tfode.Backsolve(method="adams", rtol=1e-7, seminorm=True)
+    with pytest.raises(TypeError, match=r"ODEBlock\(\) no longer takes seminorm=.*Backsolve"):
+        ODEBlock(ConcatMLP((8,)), seminorm=True)
 
 
 def test_get_config_round_trip_of_every_layer():

@@ -94,7 +94,7 @@ def test_quadrature_adjoint_gets_the_stiff_mlp_gradient_to_1e5(stiff, method):
     ("interpolating", "radau", {}),
     ("interpolating", "lsoda", {}),
     ("checkpointed", "radau", {"jacobian": "autodiff"}),
-    ("checkpointed", "bdf", {"jacobian": "autodiff", "checkpoints": 7}),
+    (tfode.Checkpointed(checkpoints=7), "bdf", {"jacobian": "autodiff"}),
 ])
 def test_interpolating_and_checkpointed_adjoints_get_the_stiff_mlp_gradient(stiff, adjoint,
                                                                             method, options):
@@ -146,39 +146,45 @@ def test_quadrature_adjoint_in_a_tf_function_and_without_a_jacobian(stiff):
     assert _error([g.numpy() for g in grads()], ref) < 1e-5
 
 
-def test_forward_only_quadrature_calls_do_not_accumulate_dense_solutions(stiff):
-    from tfode._odeint import _Solver
-
+def test_dense_solutions_travel_with_the_gradient_so_a_late_gradient_still_works(stiff):
+    # The forward solution is a tensor the gradient keeps: twenty forward solves later,
+    # the first one's gradient is still there and equals a fresh one.
     func, y0, t, _ = stiff
-    solvers = []
-    original = _Solver.__init__
-
-    def spy(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        solvers.append(self)
-
-    _Solver.__init__ = spy
-    try:
-        for _ in range(_Solver.KEEP_DENSE + 5):
-            tfode.odeint(func, y0, t, method="bdf", rtol=1e-4, atol=1e-4,
-                         adjoint="quadrature")
-    finally:
-        _Solver.__init__ = original
-    assert all(len(s._dense) <= _Solver.KEEP_DENSE for s in solvers)
+    kwargs = dict(method="bdf", rtol=1e-6, atol=1e-6, adjoint="quadrature",
+                  options={"jacobian": "autodiff"})
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(y0)
+        losses = [tf.reduce_sum(tfode.odeint(func, y0, t, **kwargs) ** 2) for _ in range(20)]
+    late = tape.gradient(losses[0], y0)
+    fresh, _ = _gradients(func, y0, t, **kwargs)
+    np.testing.assert_allclose(late.numpy(), fresh[0], rtol=1e-12)
 
 
-def test_quadrature_adjoint_refuses_methods_without_dense_output_and_unknown_options():
-    f = lambda s, y: -y  # noqa: E731
-    y0 = tf.constant([1.0], tf.float64)
-    with pytest.raises(ValueError, match="needs a method with a dense output.*bdf"):
-        tfode.odeint(f, y0, [0.0, 1.0], method="dopri5", adjoint="quadrature")
-    with pytest.raises(TypeError, match="Unknown options \\['lband'\\] for adjoint='quadrature'"):
-        tfode.odeint(f, y0, [0.0, 1.0], method="bdf", adjoint="quadrature",
-                     options={"lband": 1})
+def test_every_method_serves_the_dense_adjoints_and_bad_adjoints_are_refused():
+    w = tf.Variable(0.7, dtype=tf.float64)
+    f = lambda s, y: -w * y  # noqa: E731
+    y0 = tf.constant([1.0, 2.0], tf.float64)
+    t = [0.0, 0.5, 1.0]
+    for method in sb.METHODS:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tfode.odeint(f, y0, t, method=method, rtol=1e-9, atol=1e-11,
+                                              adjoint="quadrature"))
+        # d/dw sum(y0 e^{-w t}) over the output times.
+        want = -sum(s * np.exp(-0.7 * s) * 3.0 for s in t)
+        assert float(tape.gradient(loss, w)) == pytest.approx(want, rel=1e-5), method
     with pytest.raises(ValueError, match="adjoint must be one of backsolve, quadrature"):
         tfode.odeint(f, y0, [0.0, 1.0], adjoint="interpolate")
-    with pytest.raises(ValueError, match="'odeint' has none here"):
-        sb.dense_solve(lambda s, y: -y, [1.0], [0.0, 1.0], "odeint")
+    with pytest.raises(ValueError, match="nodes must be a positive integer"):
+        tfode.Quadrature(nodes=0)
+    with pytest.raises(ValueError, match="Unknown method 'vode'"):
+        tfode.Backsolve(method="vode")
+    with pytest.raises(TypeError, match=r"no longer takes adjoint_rtol=.*Backsolve\(rtol="):
+        tfode.odeint(f, y0, [0.0, 1.0], adjoint_rtol=1e-8)
+    with pytest.raises(TypeError, match=r"options\['checkpoints'\] is an argument of the adj"):
+        tfode.odeint(f, y0, [0.0, 1.0], adjoint="checkpointed", options={"checkpoints": 3})
+    with pytest.raises(TypeError, match=r"Unknown option\(s\) \['mxstep'\] for method 'adams'"):
+        tfode.odeint(f, y0, [0.0, 1.0], adjoint=tfode.Quadrature(method="adams",
+                                                                 options={"mxstep": 9}))
 
 
 def test_odeblock_takes_the_quadrature_adjoint_and_keeps_it_through_save_and_load(tmp_path):

@@ -11,7 +11,9 @@ from problems import BY_NAME, CATALOGUE
 import solvers_bridge as sb
 import tfode
 
-ADAPTIVE = sorted(sb.METHODS)
+# SciPy's pure-Python RK23 and Radau take minutes at these tolerances through the
+# TensorFlow callbacks; the bridge tests and the stiff and event tests cover them.
+ADAPTIVE = sorted(m for m in sb.METHODS if m not in ("rk23", "radau"))
 F64 = tf.float64
 
 
@@ -353,8 +355,8 @@ def test_jacobian_autodiff_option_is_used_by_bdf():
 
 
 def test_unknown_method_lists_all():
-    with pytest.raises(ValueError, match=r"Unknown method 'rk45'.*euler.*rk4"):
-        tfode.odeint(lambda t, y: -y, tf.ones([2], F64), [0.0, 1.0], method="rk45")
+    with pytest.raises(ValueError, match=r"Unknown method 'rk99'.*euler.*rk4"):
+        tfode.odeint(lambda t, y: -y, tf.ones([2], F64), [0.0, 1.0], method="rk99")
 
 
 def test_unknown_option():

@@ -8,18 +8,22 @@ integrates the augmented adjoint ODE backward through the same solvers.
 Public surface:
     odeint: the differentiable solve.
     odeint_event: integrate until an event, the event time differentiable.
-    methods: the method names it accepts.
+    methods: every method it accepts, with what each supports.
+    Backsolve, Interpolating, Quadrature, Checkpointed, Adjoint: how a gradient
+        is computed (the adjoint's own method, tolerances and options).
     SolveStats: forward/backward evaluation counts as variables.
     SolverError, NestedSolveError, SolveInfo: from :mod:`solvers_bridge`.
     layers: Keras 3 layers (ODEBlock, ConcatConv2D, ConvODEFunc, ConcatMLP, NFE).
 """
 
 from solvers_bridge import NestedSolveError, SolveInfo, SolverError
+from tfode._adjoints import Adjoint, Backsolve, Checkpointed, Interpolating, Quadrature
 from tfode._event import odeint_event
 from tfode._odeint import methods, odeint
 from tfode._stats import SolveStats
 
-__all__ = ["NestedSolveError", "SolveInfo", "SolveStats", "SolverError", "layers", "methods",
+__all__ = ["Adjoint", "Backsolve", "Checkpointed", "Interpolating", "NestedSolveError",
+           "Quadrature", "SolveInfo", "SolveStats", "SolverError", "layers", "methods",
            "odeint", "odeint_event"]
 __version__ = "0.1.0"
 

@@ -1,10 +1,13 @@
 """``tfode.odeint_event``: integrate until an event, with a differentiable event time.
 
-The event time ``t*`` solves ``g(t*, y(t*)) = 0``. It is located by SciPy's
-``solve_ivp`` event machinery; the state there comes from :func:`tfode.odeint` on
-``[t0, t*]`` (so its gradient is the chosen adjoint's); and the gradient of ``t*``
-with respect to the initial state, the dynamics' parameters and the event function's
-own parameters follows from the implicit function theorem: with ``v = dg/dy``,
+The event time ``t*`` solves ``g(t*, y(t*)) = 0``. It is located by the bridge on the
+dense output of the chosen method itself (the same integrator as :func:`tfode.odeint`
+with that name; counted evaluations, shape and finiteness checks, the nesting guard),
+and the state returned there comes from that integrator, on the event surface to
+root-finding precision. That one forward solve also serves the gradient: the state's
+is the chosen adjoint's at the fixed time ``t*``, and the gradient of ``t*`` with
+respect to the initial state, the dynamics' parameters and the event function's own
+parameters follows from the implicit function theorem: with ``v = dg/dy``,
 ``D = dg/dt + v . f(t*, y*)`` and incoming cotangents ``(l_t, l_y)``, the cotangent of
 ``y(t*)`` at fixed time becomes ``l_y - c v`` and the event parameters get
 ``-c dg/dphi``, where ``c = (l_t + l_y . f(t*, y*)) / D``.
@@ -12,17 +15,27 @@ own parameters follows from the implicit function theorem: with ``v = dg/dy``,
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
-from scipy.integrate import solve_ivp
 
 import solvers_bridge as sb
-from tfode._compile import compile_dynamics
-from tfode._odeint import odeint
+from tfode._odeint import _Op, check_state, refuse_legacy_arguments
 
 _F64 = tf.float64
+_OP_ARGUMENTS = ("options", "adjoint", "variables", "stats", "jit_compile")
+
+
+@dataclasses.dataclass
+class _Event:
+    """The event as the bridge takes it: ``fun(t, y_flat) -> float`` and the search."""
+
+    fun: Callable
+    t_max: float
+    direction: float
+    terminal: bool
 
 
 def odeint_event(func: Callable, y0, t0, event_fn: Callable, *, t_max: float,
@@ -41,12 +54,12 @@ def odeint_event(func: Callable, y0, t0, event_fn: Callable, *, t_max: float,
         terminal: Stop at the first event (default). ``False`` returns every event
             before ``t_max`` (eager mode only: their number is known only after the
             solve).
-        method: Solver (``lsoda``, ``bdf``, ``dop853``, ... as for
-            :func:`tfode.odeint`); the event is located with SciPy ``solve_ivp``'s
-            method of the same name where there is one (else LSODA).
-        rtol, atol: Tolerances of both solves.
-        **odeint_kwargs: Further arguments of the :func:`tfode.odeint` call on
-            ``[t0, t*]`` (``adjoint``, ``options``, ``stats``, ...).
+        method: Any adaptive method of :func:`tfode.odeint` (``lsoda``, ``adams``,
+            ``bdf``, ``odeint``, ``dopri5``, ``dop853``, ``radau``, ``rk45``,
+            ``rk23``); the event is located on its own dense output.
+        rtol, atol: Tolerances.
+        **odeint_kwargs: ``options``, ``adjoint``, ``variables``, ``stats`` and
+            ``jit_compile``, as for :func:`tfode.odeint`.
 
     Returns:
         ``(t_event, y_event)``: the first event time (float64 scalar) and the state
@@ -56,78 +69,51 @@ def odeint_event(func: Callable, y0, t0, event_fn: Callable, *, t_max: float,
     Raises:
         ValueError: no event between ``t0`` and ``t_max``, or bad input.
     """
-    y0 = tf.convert_to_tensor(y0)
-    if not y0.dtype.is_floating:
-        raise TypeError(f"y0 must be a float tensor; got dtype {y0.dtype.name}.")
-    t0 = tf.cast(tf.convert_to_tensor(t0), _F64)
-    t_max = float(t_max)
-    locate = _Locator(func, event_fn, y0, direction, method, rtol, atol, t_max, terminal)
-    y_flat = tf.reshape(tf.cast(y0, _F64), [-1])
-    if not terminal:
-        if not tf.executing_eagerly():
-            raise NotImplementedError(
-                "odeint_event(terminal=False) runs eagerly only (the number of events is "
-                "known only after the solve); call it outside tf.function, or use "
-                "terminal=True.")
-        times = tf.constant(locate(y_flat.numpy(), t0.numpy()), _F64)
-        ys = odeint(func, y0, tf.concat([[t0], times], 0), method=method, rtol=rtol,
-                    atol=atol, **odeint_kwargs)[1:]
-        pairs = [_reroute(func, event_fn, times[k], ys[k], locate.event_variables)
-                 for k in range(int(times.shape[0]))]
-        return tf.stack([p[0] for p in pairs]), tf.stack([p[1] for p in pairs])
-    if tf.executing_eagerly():
-        t_star = tf.constant(locate(y_flat.numpy(), t0.numpy()), _F64)
-    else:
-        t_star = tf.numpy_function(locate, [y_flat, t0], _F64, stateful=True, name="event")
-        t_star.set_shape([])
-    t_star = tf.stop_gradient(t_star)
-    y_star = odeint(func, y0, tf.stack([t0, t_star]), method=method, rtol=rtol, atol=atol,
-                    **odeint_kwargs)[-1]
-    return _reroute(func, event_fn, t_star, y_star, locate.event_variables)
+    refuse_legacy_arguments({k: v for k, v in odeint_kwargs.items() if k not in _OP_ARGUMENTS},
+                            "odeint_event")
+    y0 = check_state(y0)
+    t0 = tf.cast(t0, _F64) if isinstance(t0, (tf.Tensor, tf.Variable)) else tf.constant(
+        np.float64(t0))
+    if not terminal and not tf.executing_eagerly():
+        raise NotImplementedError(
+            "odeint_event(terminal=False) runs eagerly only (the number of events is known "
+            "only after the solve); call it outside tf.function, or use terminal=True.")
+    kw = {k: odeint_kwargs.get(k) for k in _OP_ARGUMENTS}
+    op = _Op(func, y0, method, rtol, atol, dict(kw["options"] or {}),
+             kw["adjoint"] or "backsolve", kw["variables"], kw["stats"],
+             "auto" if kw["jit_compile"] is None else kw["jit_compile"])
+    event_fun, event_variables = _event_callback(event_fn, y0)
+    event = _Event(event_fun, float(t_max), float(direction), bool(terminal))
+    t_out, ys = op.solve_to_event(y0, t0, event)
+    if terminal:
+        return _reroute(func, event_fn, t_out[1], ys[1], event_variables)
+    pairs = [_reroute(func, event_fn, t_out[k], ys[k], event_variables)
+             for k in range(1, int(t_out.shape[0]))]
+    return tf.stack([p[0] for p in pairs]), tf.stack([p[1] for p in pairs])
 
 
-class _Locator:
-    """The NumPy side: locates the first event with ``solve_ivp``."""
+def _event_callback(event_fn, y0):
+    """The event function as a NumPy callback on the flat float64 state (traced once),
+    and the trainable variables it reads."""
+    shape, dtype = tuple(y0.shape), y0.dtype
+    with tf.GradientTape() as tape:
+        probe = event_fn(tf.constant(0.0, dtype), y0)
+    variables = [v for v in tape.watched_variables() if v.trainable]
+    if np.prod(tf.convert_to_tensor(probe).shape) != 1:
+        raise ValueError(
+            f"event_fn returned a tensor of shape {tf.convert_to_tensor(probe).shape}; it "
+            "must return one number g(t, y) whose zero is the event (reduce a vector "
+            "condition to a scalar, e.g. with tf.reduce_min).")
 
-    def __init__(self, func, event_fn, y0, direction, method, rtol, atol, t_max,
-                 terminal=True):
-        self.shape, self.dtype = tuple(y0.shape), y0.dtype
-        self.t_max, self.rtol, self.atol = t_max, rtol, atol
-        self.ivp = sb.DENSE_METHODS.get(method, "LSODA")
-        with tf.GradientTape() as tape:
-            event_fn(tf.constant(0.0, self.dtype), y0)
-        self.event_variables = [v for v in tape.watched_variables() if v.trainable]
-        self.fun = compile_dynamics(func, self.dtype, y0.shape, "solve_ivp", None,
-                                    False).callbacks(self.shape).fun
-        shape, dtype = self.shape, self.dtype
+    @tf.function(input_signature=[tf.TensorSpec([], _F64), tf.TensorSpec([None], _F64)])
+    def g(t, y):
+        out = event_fn(tf.cast(t, dtype), tf.reshape(tf.cast(y, dtype), shape))
+        return tf.cast(tf.reshape(out, []), _F64)
 
-        @tf.function(input_signature=[tf.TensorSpec([], _F64), tf.TensorSpec([None], _F64)])
-        def g(t, y):
-            out = event_fn(tf.cast(t, dtype), tf.reshape(tf.cast(y, dtype), shape))
-            return tf.cast(tf.reshape(out, []), _F64)
+    def fun(t, y):
+        return float(g(tf.constant(t, _F64), tf.constant(y)).numpy())
 
-        def event(t, y):
-            return float(g(tf.constant(t, _F64), tf.constant(y)).numpy())
-
-        event.terminal, event.direction = bool(terminal), float(direction)
-        self.terminal = bool(terminal)
-        self.event = event
-
-    def __call__(self, y0, t0):
-        res = solve_ivp(self.fun, (float(t0), self.t_max), np.asarray(y0, np.float64),
-                        method=self.ivp, events=self.event, rtol=self.rtol, atol=self.atol)
-        if res.status == -1:
-            raise sb.SolverError(f"The solver failed while looking for the event: "
-                                 f"{res.message}", method=self.ivp.lower(), t=float(res.t[-1]),
-                                 step=None, solver_message=str(res.message))
-        if res.t_events[0].size == 0:
-            raise ValueError(
-                f"No event: event_fn did not cross zero (direction {self.event.direction:g}) "
-                f"between t0={float(t0)!r} and t_max={self.t_max!r}. Raise t_max or check "
-                "the event function's sign.")
-        if self.terminal:
-            return np.float64(res.t_events[0][0])
-        return np.asarray(res.t_events[0], dtype=np.float64)
+    return fun, variables
 
 
 def _reroute(func, event_fn, t_star, y_star, event_variables):

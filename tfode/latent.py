@@ -156,7 +156,7 @@ class LatentODE(keras.Model):
         t0: Time of ``z0``; every observation time must be at or after it.
         method, rtol, atol: The solver (default: SciPy's ``odeint``, LSODA, at its
             default tolerance 1.49e-8, as in the paper's sequence experiments).
-        odeint_kwargs: Further arguments of :func:`tfode.odeint` (``adjoint_method``,
+        odeint_kwargs: Further arguments of :func:`tfode.odeint` (``adjoint``,
             ``options``, ...).
         dtype: Layer dtype (default float64).
 

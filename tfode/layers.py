@@ -27,16 +27,16 @@ if keras.backend.backend() != "tensorflow":
         f"{keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow before importing keras "
         "(the solver callbacks and the adjoint are TensorFlow ops).")
 
-from tensorflow.python.saved_model import save_context  # noqa: E402
-
-from tfode._odeint import odeint  # noqa: E402
+from tfode import _tf_internals as _tfx  # noqa: E402
+from tfode._adjoints import Adjoint, Backsolve, as_adjoint  # noqa: E402
+from tfode._odeint import _ADJOINT_ARGUMENTS as _LEGACY  # noqa: E402
+from tfode._odeint import odeint, refuse_legacy_arguments  # noqa: E402
 from tfode._regularize import RegularizedDynamics  # noqa: E402
 from tfode._stats import SolveStats  # noqa: E402
 
 _PACKAGE = "tfode"
 _SIXTEEN_BIT = ("float16", "bfloat16")
-_ODE_ARGS = ("method", "rtol", "atol", "options", "adjoint", "adjoint_method", "adjoint_rtol",
-             "adjoint_atol", "adjoint_options", "restart", "seminorm", "jit_compile")
+_ODE_ARGS = ("method", "rtol", "atol", "options", "adjoint", "jit_compile")
 
 #: Live blocks by name, so that a reloaded NFE metric finds its block again.
 _BLOCKS: dict[str, weakref.ref] = {}
@@ -52,7 +52,7 @@ def _pin_precision(layer: keras.layers.Layer) -> None:
     """Keeps an ODE layer and all its sublayers at float32 or wider under a
     mixed-precision policy: 16-bit dynamics make LSODA and VODE stall and return
     garbage."""
-    for sub in layer._flatten_layers(include_self=True):
+    for sub in _tfx.sublayers(layer):
         if sub.compute_dtype in _SIXTEEN_BIT or sub.variable_dtype in _SIXTEEN_BIT:
             sub.dtype_policy = "float32"
 
@@ -69,12 +69,12 @@ class ODEBlock(keras.layers.Layer):
             ``[batch, len(t), ...]`` instead of the final state.
         augment_dim: Pad the state with this many zero channels on the last axis
             before integrating (augmented neural ODEs); the output keeps them.
-        method, rtol, atol, options, adjoint, adjoint_method, adjoint_rtol,
-            adjoint_atol, adjoint_options, restart, seminorm, jit_compile: As for
+        method, rtol, atol, options, adjoint, jit_compile: As for
             :func:`tfode.odeint`. The defaults are the paper's classification
             setting: VODE implicit Adams at rtol = atol = 1e-3 with the backsolve
-            adjoint; ``adjoint="quadrature"`` (with ``method="bdf"``, ``"lsoda"`` or
-            ``"radau"``) for stiff dynamics.
+            adjoint; ``adjoint="quadrature"`` or ``tfode.Quadrature(...)`` (with
+            ``method="bdf"``, ``"lsoda"`` or ``"radau"``) for stiff dynamics. The
+            adjoint is kept through ``.keras`` save and load.
         kinetic: Weight of the kinetic-energy regulariser: the per-sample integral of
             ``||f||^2`` is solved with the state and ``kinetic`` times its batch mean
             is added to the layer's losses when training.
@@ -91,12 +91,11 @@ class ODEBlock(keras.layers.Layer):
 
     def __init__(self, dynamics: keras.layers.Layer, t=(0.0, 1.0), *,
                  return_sequences: bool = False, augment_dim: int = 0, method: str = "adams",
-                 rtol=1e-3, atol=1e-3, options: dict | None = None,
-                 adjoint_method: str | None = None, adjoint_rtol=None, adjoint_atol=None,
-                 adjoint_options: dict | None = None, restart: bool = True,
-                 seminorm: bool = False, jit_compile="auto", adjoint: str = "backsolve",
-                 kinetic: float = 0.0, jacobian_norm: float = 0.0, steer: float = 0.0,
-                 **kwargs):
+                 rtol=1e-3, atol=1e-3, options: dict | None = None, jit_compile="auto",
+                 adjoint="backsolve", kinetic: float = 0.0, jacobian_norm: float = 0.0,
+                 steer: float = 0.0, **kwargs):
+        refuse_legacy_arguments({k: kwargs.pop(k) for k in list(kwargs) if k in _LEGACY},
+                                "ODEBlock")
         global_dtype = keras.config.dtype_policy().compute_dtype
         if kwargs.get("dtype") is None and global_dtype in _SIXTEEN_BIT:
             kwargs["dtype"] = "float32"
@@ -119,11 +118,8 @@ class ODEBlock(keras.layers.Layer):
         self.augment_dim = int(augment_dim)
         self.method, self.rtol, self.atol = method, rtol, atol
         self.options = dict(options or {})
-        self.adjoint_method, self.adjoint_rtol, self.adjoint_atol = (
-            adjoint_method, adjoint_rtol, adjoint_atol)
-        self.adjoint_options = None if adjoint_options is None else dict(adjoint_options)
-        self.restart, self.seminorm, self.jit_compile = restart, seminorm, jit_compile
-        self.adjoint = adjoint
+        self.jit_compile = jit_compile
+        self.adjoint = adjoint if isinstance(adjoint, str) else as_adjoint(adjoint)
         for label, value in (("kinetic", kinetic), ("jacobian_norm", jacobian_norm),
                              ("steer", steer)):
             if not (np.isfinite(value) and value >= 0):
@@ -157,7 +153,7 @@ class ODEBlock(keras.layers.Layer):
         return state
 
     def call(self, inputs, training=None):
-        if save_context.in_save_context():
+        if _tfx.in_save_context():
             raise RuntimeError(SAVEDMODEL_MESSAGE)
         h = tf.cast(inputs, self.compute_dtype)
         if self.augment_dim:
@@ -199,12 +195,26 @@ class ODEBlock(keras.layers.Layer):
             return_sequences=self.return_sequences, augment_dim=self.augment_dim,
             kinetic=self.kinetic, jacobian_norm=self.jacobian_norm, steer=self.steer,
             **{k: getattr(self, k) for k in _ODE_ARGS})
+        if isinstance(self.adjoint, Adjoint):
+            config["adjoint"] = self.adjoint.get_config()
         return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
         config["dynamics"] = keras.saving.deserialize_keras_object(config["dynamics"])
+        legacy = {k: config.pop(k) for k in list(config) if k in _LEGACY}
+        if isinstance(config.get("adjoint"), dict):
+            config["adjoint"] = as_adjoint(config["adjoint"])
+        elif (any(legacy.get(k) is not None for k in
+                  ("adjoint_method", "adjoint_rtol", "adjoint_atol", "adjoint_options"))
+              or legacy.get("restart") is False or legacy.get("seminorm")):
+            # A block saved by an earlier release, with the backsolve adjoint's settings
+            # as separate arguments.
+            config["adjoint"] = Backsolve(
+                method=legacy.get("adjoint_method"), rtol=legacy.get("adjoint_rtol"),
+                atol=legacy.get("adjoint_atol"), options=legacy.get("adjoint_options"),
+                restart=legacy.get("restart", True), seminorm=legacy.get("seminorm", False))
         return cls(**config)
 
 
