@@ -94,7 +94,9 @@ def test_quadrature_adjoint_gets_the_stiff_mlp_gradient_to_1e5(stiff, method):
     ("interpolating", "radau", {}),
     ("interpolating", "lsoda", {}),
     ("checkpointed", "radau", {"jacobian": "autodiff"}),
-    (tfode.Checkpointed(checkpoints=7), "bdf", {"jacobian": "autodiff"}),
+    # VODE's BDF restarts at every checkpoint: its backward pass at a ten times tighter
+    # tolerance gives what SciPy's Python BDF gave at the forward one.
+    (tfode.Checkpointed(checkpoints=7, rtol=1e-7, atol=1e-7), "bdf", {"jacobian": "autodiff"}),
 ])
 def test_interpolating_and_checkpointed_adjoints_get_the_stiff_mlp_gradient(stiff, adjoint,
                                                                             method, options):
@@ -169,9 +171,12 @@ def test_every_method_serves_the_dense_adjoints_and_bad_adjoints_are_refused():
         with tf.GradientTape() as tape:
             loss = tf.reduce_sum(tfode.odeint(f, y0, t, method=method, rtol=1e-9, atol=1e-11,
                                               adjoint="quadrature"))
-        # d/dw sum(y0 e^{-w t}) over the output times.
+        # d/dw sum(y0 e^{-w t}) over the output times; the DOPRI codes' cubic Hermite
+        # dense output is of fourth order only.
         want = -sum(s * np.exp(-0.7 * s) * 3.0 for s in t)
-        assert float(tape.gradient(loss, w)) == pytest.approx(want, rel=1e-5), method
+        hermite = sb.METHODS[method].dense_kind == "hermite"
+        assert float(tape.gradient(loss, w)) == pytest.approx(
+            want, rel=1e-4 if hermite else 1e-5), method
     with pytest.raises(ValueError, match="adjoint must be one of backsolve, quadrature"):
         tfode.odeint(f, y0, [0.0, 1.0], adjoint="interpolate")
     with pytest.raises(ValueError, match="nodes must be a positive integer"):
