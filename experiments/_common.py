@@ -82,9 +82,21 @@ def script_parser(doc: str):
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 
 
+def pyplot():
+    """matplotlib's pyplot with the Agg backend (set once, before pyplot is first
+    imported): every experiment's figures are PNG files, never windows."""
+    import matplotlib
+
+    if matplotlib.get_backend().lower() != "agg":
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def save_figure(fig, path, dpi: int = 110):
     """Lays out, writes (PNG, Agg backend) and closes a matplotlib figure."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
@@ -164,3 +176,15 @@ def fit(loss_fn, variables, optimizer, iters: int, label: str, data=None, log_ev
                 shown += [("nfe_f", row["nfe_forward"]), ("nfe_b", row["nfe_backward"])]
             bar.update(i + 1, shown)
     return history
+
+
+def single_thread_all() -> None:
+    """TensorFlow and PyTorch on one thread each (the comparison's setting)."""
+    import torch
+
+    single_thread_tf()
+    torch.set_num_threads(1)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set in this process
+        pass

@@ -28,43 +28,7 @@ from experiments._common import (
     single_thread_tf,
     write_json,
 )
-
-
-class SpiralMLP:
-    """B1's dynamics f(y) = tanh(y^3 W1 + b1) W2 + b2 in NumPy, with its VJP."""
-
-    def __init__(self, seed: int = 0, batch: int = 1000, hidden: int = 50,
-                 y0_dist: str = "normal"):
-        rng = np.random.default_rng(seed)
-        self.w1 = rng.normal(0, 0.1, (2, hidden))
-        self.b1 = np.zeros(hidden)
-        self.w2 = rng.normal(0, 0.1, (hidden, 2))
-        self.b2 = np.zeros(2)
-        if y0_dist == "normal":
-            self.y0 = rng.normal(0, 1, (batch, 2))
-        elif y0_dist == "uniform":
-            self.y0 = rng.uniform(-1, 1, (batch, 2))
-        else:
-            raise ValueError(f"y0_dist must be 'normal' or 'uniform'; got {y0_dist!r}.")
-        self.shape = self.y0.shape
-        self.n_params = self.w1.size + self.b1.size + self.w2.size + self.b2.size
-
-    def params(self):
-        return [self.w1, self.b1, self.w2, self.b2]
-
-    def fun(self, t, y):
-        y = y.reshape(self.shape)
-        return (np.tanh((y ** 3) @ self.w1 + self.b1) @ self.w2 + self.b2).ravel()
-
-    def vjp(self, t, y, a):
-        y, a = y.reshape(self.shape), a.reshape(self.shape)
-        y3 = y ** 3
-        h = np.tanh(y3 @ self.w1 + self.b1)
-        out = h @ self.w2 + self.b2
-        gz = (a @ self.w2.T) * (1.0 - h * h)
-        gy = (gz @ self.w1.T) * 3.0 * y * y
-        return np.concatenate([out.ravel(), gy.ravel(), [0.0], (y3.T @ gz).ravel(),
-                               gz.sum(0), (h.T @ a).ravel(), a.sum(0)])
+from experiments.problems import SpiralMLP  # noqa: E402
 
 
 def solver_options(method: str) -> dict:
@@ -130,10 +94,9 @@ def b5(mlp: SpiralMLP, func, variables, repeats: int = 300):
     """Per-evaluation cost: tfode's callbacks vs the compiled TF call on tensors vs NumPy."""
     import tensorflow as tf
 
-    from tfode._compile import compile_dynamics
+    import tfode
 
-    compiled = compile_dynamics(func, tf.float64, tf.TensorShape(mlp.shape), "vode")
-    cb = compiled.callbacks(mlp.shape)
+    cb = tfode.numpy_callbacks(func, mlp.shape, tf.float64, method="adams")
     rng = np.random.default_rng(1)
     y, a = rng.normal(size=mlp.y0.size), rng.normal(size=mlp.y0.size)
     yt, at, tt = tf.constant(y), tf.constant(a), tf.constant(0.5, tf.float64)

@@ -22,7 +22,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from experiments._common import save_figure, script_parser  # noqa: E402
+from experiments._common import pyplot, save_figure, script_parser  # noqa: E402
 
 KINDS = ("odenet", "rknet", "resnet")
 
@@ -82,10 +82,7 @@ def measure(kinds=KINDS, lengths=(1, 4, 16, 64), batch: int = 128, log=print) ->
 
 
 def plot(rows: list[dict], path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     labels = {"odenet": "ODE-Net, adjoint", "rknet": "RK-Net (RK4, backprop)",

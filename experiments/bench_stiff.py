@@ -32,66 +32,7 @@ from experiments._common import (  # noqa: E402
     write_json,
     write_table,
 )
-
-STIFFNESS = (1.0, 10.0, 100.0, 1000.0)
-TIMES = np.linspace(0.0, 2.0, 5)
-
-
-def stiff_problem(seed: int = 0, batch: int = 8):
-    """``(dynamics, y0, t)``: the stiff MLP as a float64 Keras layer ``f(t, y)``, the
-    initial states and the output times."""
-    import keras
-    import tensorflow as tf
-
-    keras.utils.set_random_seed(seed)
-
-    class StiffMLP(keras.layers.Layer):
-        def __init__(self):
-            super().__init__(dtype="float64")
-            self.hidden = keras.layers.Dense(32, activation="tanh", dtype="float64")
-            self.out = keras.layers.Dense(4, dtype="float64")
-            self.hidden.build((None, 4))
-            self.out.build((None, 32))
-            self.decay = tf.constant(STIFFNESS, tf.float64)
-
-        def call(self, t, y):
-            return self.out(self.hidden(y)) - self.decay * y
-
-    y0 = np.random.default_rng(seed).normal(size=(batch, 4))
-    return StiffMLP(), tf.constant(y0), tf.constant(TIMES)
-
-
-def rk4_reference(func, y0, t, step: float = 1e-4):
-    """Loss and gradients (y0, weights) by backpropagation through RK4 in a
-    ``tf.while_loop`` (one compiled loop per output interval)."""
-    import tensorflow as tf
-
-    variables = func.trainable_variables
-
-    @tf.function
-    def interval(y, t0, t1):
-        n = tf.cast(tf.math.ceil((t1 - t0) / step - 1e-9), tf.int32)
-        h = (t1 - t0) / tf.cast(n, tf.float64)
-
-        def body(k, y):
-            s = t0 + tf.cast(k, tf.float64) * h
-            k1 = func(s, y)
-            k2 = func(s + h / 2, y + h / 2 * k1)
-            k3 = func(s + h / 2, y + h / 2 * k2)
-            k4 = func(s + h, y + h * k3)
-            return k + 1, y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-
-        return tf.while_loop(lambda k, y: k < n, body, [0, y])[1]
-
-    with tf.GradientTape() as tape:
-        tape.watch(y0)
-        ys, y = [y0], y0
-        for i in range(len(t) - 1):
-            y = interval(y, t[i], t[i + 1])
-            ys.append(y)
-        loss = tf.reduce_sum(tf.stack(ys) ** 2)
-    grads = tape.gradient(loss, [y0, *variables])
-    return float(loss), [g.numpy() for g in grads]
+from experiments.problems import STIFFNESS, rk4_reference, stiff_problem  # noqa: E402
 
 
 def tfode_side(func, y0, t, method: str, adjoint: str, tol: float, jacobian: str | None):

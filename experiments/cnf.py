@@ -32,6 +32,7 @@ from experiments._common import (  # noqa: E402
     finish,
     fit,
     machine,
+    pyplot,
     save_figure,
     script_parser,
     write_table,
@@ -118,11 +119,8 @@ def density_matching(args, out: Path) -> tuple[list[dict], dict]:
 
 
 def plot_density_matching(rows, samples, out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import tensorflow as tf
+    plt = pyplot()
 
     from tfode.flows import energy
 
@@ -155,10 +153,8 @@ def maximum_likelihood(args, out: Path) -> list[dict]:
     """CNF (64 units) against planar NF (64 one-unit layers) by maximum likelihood; the
     NF's likelihood goes through its layer-by-layer Newton inverse."""
     import keras
-    import matplotlib
-
-    matplotlib.use("Agg")
     import tensorflow as tf
+    pyplot()  # the Agg backend before Keras or TF import matplotlib
 
     rows = []
     for name, gen in DATASETS.items():
@@ -188,11 +184,8 @@ def maximum_likelihood(args, out: Path) -> list[dict]:
 
 def plot_likelihood(name, data, cnf, nf, path: Path) -> None:
     """Data, learned densities, and samples at 5..100% of the flow (Figures 5 and 6)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import tensorflow as tf
+    plt = pyplot()
 
     n = len(SNAPSHOTS)
     fig, ax = plt.subplots(2, n + 2, figsize=(2.6 * (n + 2), 5.4))

@@ -37,6 +37,7 @@ from experiments._common import (  # noqa: E402
     finish,
     fit,
     machine,
+    pyplot,
     save_figure,
     script_parser,
     write_json,
@@ -211,10 +212,7 @@ def figure8(args, out: Path) -> Path | None:
     """Figure 8: reconstruction and extrapolation of test spirals by the RNN (with
     time gaps) and the latent ODE, for the noisiest setting and the fewest points;
     and the latent ODE's latent trajectories."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     noise, n = max(args.noise), min(args.n_obs)
     data = spirals(noise_std=noise, seed=args.seed)
@@ -314,10 +312,7 @@ def poisson(args, out: Path) -> dict:
                                         "true_intensity": float(np.sum(true_ll) / total),
                                         "homogeneous": float(np.sum(flat_ll) / total)}}
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 6), sharex=True)
     for ax, j in zip(axes.ravel(), range(4)):

@@ -32,7 +32,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from experiments._common import machine, markdown_table, save_figure, script_parser, write_json  # noqa: E402
+from experiments._common import (  # noqa: E402
+    machine,
+    markdown_table,
+    pyplot,
+    save_figure,
+    script_parser,
+    write_json,
+)
 from experiments.mnist_models import MODELS, PAPER_TABLE1, build_model, ode_block  # noqa: E402
 
 PAPER_BOUNDARIES = (60, 100, 140)
@@ -165,10 +172,7 @@ def tolerance_sweep(model_path: Path, data, tols, n_images: int = 256) -> list[d
 
 
 def figure3(out: Path, sweep, batches_csv: Path, epochs_nfe, paper_note: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(1, 4, figsize=(18, 4))
     nfe = [r["nfe_forward"] for r in sweep]

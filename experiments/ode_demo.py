@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from experiments._common import machine, save_figure, script_parser, write_json  # noqa: E402
+from experiments._common import machine, pyplot, save_figure, script_parser, write_json  # noqa: E402
 
 TRUE_A = np.array([[-0.1, 2.0], [-2.0, -0.1]])
 TRUE_Y0 = np.array([2.0, 0.0])
@@ -116,10 +116,7 @@ def train_keras(args, t, ys, rng):
 
 
 def plot(path: Path, t, ys, pred, history):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     axes[0].plot(t, ys[:, 0], "g-", label="true x")

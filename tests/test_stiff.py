@@ -56,7 +56,7 @@ def test_dense_solution_interpolates_between_output_times():
 
 @pytest.fixture(scope="module")
 def stiff():
-    from experiments.bench_stiff import rk4_reference, stiff_problem
+    from experiments.problems import rk4_reference, stiff_problem
 
     func, y0, t = stiff_problem()
     _, ref = rk4_reference(func, y0, t)

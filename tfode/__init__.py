@@ -12,19 +12,21 @@ Public surface:
     Backsolve, Interpolating, Quadrature, Checkpointed, Adjoint: how a gradient
         is computed (the adjoint's own method, tolerances and options).
     SolveStats: forward/backward evaluation counts as variables.
+    numpy_callbacks: the NumPy callbacks the solvers get for a dynamics function.
     SolverError, NestedSolveError, SolveInfo: from :mod:`solvers_bridge`.
     layers: Keras 3 layers (ODEBlock, ConcatConv2D, ConvODEFunc, ConcatMLP, NFE).
 """
 
 from solvers_bridge import NestedSolveError, SolveInfo, SolverError
 from tfode._adjoints import Adjoint, Backsolve, Checkpointed, Interpolating, Quadrature
+from tfode._compile import numpy_callbacks
 from tfode._event import odeint_event
 from tfode._odeint import methods, odeint
 from tfode._stats import SolveStats
 
 __all__ = ["Adjoint", "Backsolve", "Checkpointed", "Interpolating", "NestedSolveError",
            "Quadrature", "SolveInfo", "SolveStats", "SolverError", "layers", "methods",
-           "odeint", "odeint_event"]
+           "numpy_callbacks", "odeint", "odeint_event"]
 __version__ = "0.1.0"
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
+import solvers_bridge as sb
 from solvers_bridge import SolverError
 from tfode import _tf_internals as _tfx
 
@@ -362,3 +363,30 @@ def compile_dynamics(func, dtype, spec_shape, integrator, variables=None,
     while len(_cache) > CACHE_SIZE:
         _cache.popitem(last=False)
     return compiled
+
+
+def numpy_callbacks(func: Callable, shape, dtype=tf.float64, *, method: str = "adams",
+                    variables=None, jit_compile="auto") -> Callbacks:
+    """The NumPy callbacks tfode hands the solvers for ``func`` at one state shape.
+
+    For measuring what one evaluation costs the solver, or for driving
+    :mod:`solvers_bridge` directly with TensorFlow dynamics.
+
+    Args:
+        func: The dynamics ``func(t, y)``, as for :func:`tfode.odeint`.
+        shape: The state's shape.
+        dtype: The dtype the dynamics are evaluated in.
+        method: The method the callbacks are for (for the nesting guard).
+        variables: As for :func:`tfode.odeint`.
+        jit_compile: As for :func:`tfode.odeint`.
+
+    Returns:
+        The callbacks: ``fun(t, y_flat)``, ``vjp(t, y_flat, a_flat)`` (the flat
+        ``[f, a^T df/dy, a^T df/dt, a^T df/dtheta]``), ``jac``, ``block_jac``, and
+        ``jit`` (whether the XLA-compiled functions are used).
+    """
+    cls = sb.get_method(method)
+    shape = tuple(int(s) for s in shape)
+    compiled = compile_dynamics(func, tf.as_dtype(dtype), tf.TensorShape(shape),
+                                cls.integrator or method, variables, jit_compile)
+    return compiled.callbacks(shape)
