@@ -101,3 +101,19 @@ def test_nested_dense_solves_of_one_integrator_are_refused_and_reentrant_ones_ne
 def test_an_event_function_returning_a_vector_is_named():
     with pytest.raises(ValueError, match="must return one number g\\(t, y\\)"):
         sb.solve_to_event(lambda t, y: -y, [2.0, 1.0], 0.0, 5.0, lambda t, y: y - 1.0)
+
+
+def test_numpy_callbacks_evaluate_the_dynamics_and_their_vjp():
+    import tensorflow as tf
+
+    w = tf.Variable([[0.5, -1.0], [2.0, 0.3]], dtype=tf.float64)
+    cb = tfode.numpy_callbacks(lambda t, y: tf.matmul(y, w) * t, (3, 2))
+    y = np.arange(6.0).reshape(3, 2)
+    a = np.ones(6)
+    np.testing.assert_allclose(cb.fun(2.0, y.ravel()), (2.0 * y @ w.numpy()).ravel())
+    out = cb.vjp(2.0, y.ravel(), a)
+    np.testing.assert_allclose(out[:6], cb.fun(2.0, y.ravel()))
+    # a^T df/dy = t * a W^T; a^T df/dt = sum(y W); a^T df/dW = t * y^T a.
+    np.testing.assert_allclose(out[6:12], (2.0 * np.ones((3, 2)) @ w.numpy().T).ravel())
+    assert out[12] == pytest.approx(float(np.sum(y @ w.numpy())))
+    np.testing.assert_allclose(out[13:], (2.0 * y.T @ np.ones((3, 2))).ravel())
