@@ -225,16 +225,7 @@ class Method:
             y_start = evaluate_row(self.dense_kind, row, y0.size, t_start)
         info.njev = njev
         rhs.nfev += rec.extra_nfev
-        if rec.error is not None and rhs.error is None:
-            rhs.error, rhs.error_t = rec.error, rec.t
-        if failure is None and rec.failure is not None:
-            failure = rec.failure
-            info.success, info.status, info.message = False, -1, rec.message
-        info.nsteps = rec.nsteps
-        if rec.rows:
-            info.t_reached = float(rec.t)
-            last = rec.rows[-1]
-            info.last_step = float(last[1] - last[0])
+        failure = rec.close(rhs, info, failure)
         ys = rec.ys[:rec.filled]
         self._finish(rhs, jac, ys, info, failure if rec.filled < len(t) and not rec.stopped
                      else None)
@@ -329,15 +320,7 @@ class Method:
         """Solve to output times; by default through the dense stepping."""
         rec = _Recorder(self.dense_kind, y0, t, self.max_steps, None, True, 0.0, keep=False)
         info, failure = self._steps(rhs, jac, opts, y0, float(t[0]), float(t[-1]), rec)
-        if failure is None and rec.failure is not None:
-            failure = rec.failure
-            info.success, info.status, info.message = False, -1, rec.message
-        if rec.error is not None and rhs.error is None:
-            rhs.error, rhs.error_t = rec.error, rec.t
-        info.nsteps = rec.nsteps
-        info.t_reached = float(rec.t)
-        if rec.last_step is not None:
-            info.last_step = rec.last_step
+        failure = rec.close(rhs, info, failure)
         return rec.ys[:rec.filled], info, failure if rec.filled < len(t) else None
 
     def _steps(self, rhs, jac, opts, y0, t0, t1, rec):  # pragma: no cover - abstract
@@ -377,6 +360,20 @@ class _Recorder:
                 self.g_old = event(float(t[0]), y0)
             except Exception as exc:  # noqa: BLE001 - raised after the solve
                 self.error = exc
+
+    def close(self, rhs, info, failure):
+        """Writes what the run saw into ``info`` (and an error raised here into
+        ``rhs``); returns the failure, the recorder's own (step budget) if the
+        solver's is ``None``."""
+        if self.error is not None and rhs.error is None:
+            rhs.error, rhs.error_t = self.error, self.t
+        if failure is None and self.failure is not None:
+            failure = self.failure
+            info.success, info.status, info.message = False, -1, self.message
+        info.nsteps = self.nsteps
+        if self.nsteps:
+            info.t_reached, info.last_step = float(self.t), self.last_step
+        return failure
 
     @property
     def wants_more(self) -> bool:

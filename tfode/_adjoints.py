@@ -189,12 +189,6 @@ class Backsolve(Adjoint):
             spec.method, 2 * n + 1 + spec.n_params,
             opts.get("max_fd_jacobian_size", sb.DEFAULT_MAX_FD_JACOBIAN_SIZE))
 
-    def check(self, spec):
-        if self.method is not None:
-            super().check(spec)
-        else:
-            sb.get_method(spec.method)(1e-6, 1e-6, None, **self.backward_options(spec))
-
     def forward(self, spec, cb, y0, t):
         ys, info = sb.solve(cb.fun, y0, t, spec.method, spec.rtol, spec.atol,
                             **spec.jacobians(cb), **spec.options)

@@ -278,18 +278,12 @@ class _Op:
         dynamics' variables."""
         y0_flat = tf.reshape(tf.cast(y0, _F64), [-1])
         t64 = _as_float64(t)
-        shape = tf.shape(y0)
-        if tf.executing_eagerly():
-            ys_np, saved_np, fstats = self.forward(y0_flat.numpy(), t64.numpy(), y0.shape)
-            ys_flat, saved = tf.constant(ys_np), tf.constant(saved_np)
-        else:
-            ys_flat, saved, fstats = tf.numpy_function(
-                self.forward, [y0_flat, t64, shape], [_F64, _F64, tf.int64], stateful=True,
-                name="solve")
-            ys_flat.set_shape([t.shape[0], y0.shape.num_elements()])
+        ys_flat, saved, fstats = _numpy_call(self.forward, [y0_flat, t64, tf.shape(y0)],
+                                             [_F64, _F64, tf.int64], "solve")
+        ys_flat.set_shape([t.shape[0], y0.shape.num_elements()])
         ys_flat = self._record("forward", fstats, ys_flat)
         ys = self._attach(y0, y0_flat, t64, t64, ys_flat, saved, lambda gt, t_in: gt)
-        out_shape = tf.concat([tf.shape(t)[:1], shape], 0)
+        out_shape = tf.concat([tf.shape(t)[:1], tf.shape(y0)], 0)
         ys = tf.cast(tf.reshape(ys, out_shape), y0.dtype)
         ys.set_shape(tf.TensorShape([t.shape[0]]).concatenate(y0.shape))
         return ys
@@ -300,22 +294,16 @@ class _Op:
         differentiable at those fixed times."""
         y0_flat = tf.reshape(tf.cast(y0, _F64), [-1])
         t0 = _as_float64(t0)
-        shape = tf.shape(y0)
-        if tf.executing_eagerly():
-            t_np, ys_np, saved_np, fstats = self.forward_event(y0_flat.numpy(), t0.numpy(),
-                                                               y0.shape, event)
-            t_out, ys_flat, saved = tf.constant(t_np), tf.constant(ys_np), tf.constant(saved_np)
-        else:
-            t_out, ys_flat, saved, fstats = tf.numpy_function(
-                lambda y, s, sh: self.forward_event(y, s, sh, event), [y0_flat, t0, shape],
-                [_F64, _F64, _F64, tf.int64], stateful=True, name="solve_to_event")
-            count = 2 if event.terminal else None
-            t_out.set_shape([count])
-            ys_flat.set_shape([count, y0.shape.num_elements()])
+        t_out, ys_flat, saved, fstats = _numpy_call(
+            lambda y, s, sh: self.forward_event(y, s, sh, event), [y0_flat, t0, tf.shape(y0)],
+            [_F64, _F64, _F64, tf.int64], "solve_to_event")
+        count = 2 if event.terminal else None
+        t_out.set_shape([count])
+        ys_flat.set_shape([count, y0.shape.num_elements()])
         ys_flat = self._record("forward", fstats, ys_flat)
         ys = self._attach(y0, y0_flat, t0, t_out, ys_flat, saved,
                           lambda gt, t_in: tf.reshape(gt[0], tf.shape(t_in)))
-        out_shape = tf.concat([tf.shape(t_out)[:1], shape], 0)
+        out_shape = tf.concat([tf.shape(t_out)[:1], tf.shape(y0)], 0)
         ys = tf.cast(tf.reshape(ys, out_shape), y0.dtype)
         return tf.stop_gradient(t_out), ys
 
@@ -329,21 +317,14 @@ class _Op:
         """``ys_flat`` with the adjoint as its gradient (``saved`` kept for it)."""
         params = [tf.convert_to_tensor(v) for v in self.compiled.variables]
         shape = tf.shape(y0)
-        static_shape = y0.shape
 
         @tf.custom_gradient
         def attach_adjoint(y0_in, t_arg, *param_in):
             def grad(dys):
                 dys = tf.cast(tf.convert_to_tensor(dys), _F64)
-                if tf.executing_eagerly():
-                    gy0, gt, gp, bstats = self.backward(ys_flat.numpy(), dys.numpy(),
-                                                        t_used.numpy(), saved.numpy(),
-                                                        static_shape)
-                    gy0, gt, gp = tf.constant(gy0), tf.constant(gt), tf.constant(gp)
-                else:
-                    gy0, gt, gp, bstats = tf.numpy_function(
-                        self.backward, [ys_flat, dys, t_used, saved, shape],
-                        [_F64, _F64, _F64, tf.int64], stateful=True, name="adjoint")
+                gy0, gt, gp, bstats = _numpy_call(self.backward,
+                                                  [ys_flat, dys, t_used, saved, shape],
+                                                  [_F64, _F64, _F64, tf.int64], "adjoint")
                 gy0 = self._record("backward", bstats, gy0)
                 sizes = [int(np.prod(p.shape)) for p in param_in]
                 parts = tf.split(gp, sizes) if sizes else []
@@ -354,6 +335,14 @@ class _Op:
             return tf.identity(ys_flat), grad
 
         return attach_adjoint(y0_flat, t_in, *params)
+
+
+def _numpy_call(fn, inputs, dtypes, name):
+    """``fn`` on the NumPy values of ``inputs``: called directly when eager, else as one
+    ``tf.numpy_function``; its outputs as tensors either way."""
+    if tf.executing_eagerly():
+        return [tf.constant(out) for out in fn(*[x.numpy() for x in inputs])]
+    return tf.numpy_function(fn, inputs, dtypes, stateful=True, name=name)
 
 
 def _as_float64(t) -> tf.Tensor:
