@@ -71,6 +71,36 @@ DEFAULT_MAX_STEPS = 10_000
 _COMMON_OPTIONS = frozenset({"max_steps", "first_step", "max_step", "max_fd_jacobian_size"})
 
 
+#: The options' types: sizes and step sizes are positive reals, the rest integers
+#: with their least value.
+_REAL_OPTIONS = frozenset({"first_step", "max_step", "min_step"})
+_INTEGER_OPTIONS = {"max_steps": 1, "max_fd_jacobian_size": 0, "lband": 0, "uband": 0,
+                    "order": 1, "max_order_ns": 1, "max_order_s": 1}
+
+
+def _check_option(key: str, value):
+    """The option's value as a Python number, or a clear error for a wrong one."""
+    if value is None:
+        return None
+    if key in _REAL_OPTIONS:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+            raise TypeError(f"{key} must be a positive number; got {value!r} "
+                            f"({type(value).__name__}).")
+        value = float(value)
+        if not (np.isfinite(value) and value > 0):
+            raise ValueError(f"{key} must be a positive finite number; got {value!r}.")
+        return value
+    if key in _INTEGER_OPTIONS:
+        least = _INTEGER_OPTIONS[key]
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{key} must be an integer >= {least}; got {value!r} "
+                            f"({type(value).__name__}).")
+        if value < least:
+            raise ValueError(f"{key} must be an integer >= {least}; got {value!r}.")
+        return int(value)
+    return value
+
+
 class Method:
     """Base class of the registry (see the module docstring).
 
@@ -139,16 +169,21 @@ class Method:
                 f"Method '{self.name}' takes scalar rtol and atol only (SciPy's DOPRI codes "
                 "have no per-component tolerances); use 'adams', 'bdf' or 'lsoda' for "
                 "per-component tolerances.")
+        both_zero = (np.asarray(rtol) == 0) & (np.asarray(atol) == 0)
+        if np.any(both_zero):
+            where = "" if both_zero.ndim == 0 else (
+                f" in component(s) {np.flatnonzero(both_zero)[:10].tolist()}")
+            raise ValueError(
+                f"rtol and atol are both zero{where}: no solver can meet a zero error. Give "
+                "a positive rtol (relative error) or atol (absolute error), e.g. rtol=1e-7.")
+        options = {k: _check_option(k, v) for k, v in options.items()}
+        if (options.get("min_step") or 0) > (options.get("max_step") or np.inf):
+            raise ValueError(f"min_step={options['min_step']!r} is larger than "
+                             f"max_step={options['max_step']!r}; give min_step <= max_step.")
         self.rtol, self.atol, self.jac, self.jac_blocks = rtol, atol, jac, jac_blocks
-        self.max_fd_jacobian_size = int(options.pop("max_fd_jacobian_size",
-                                                    DEFAULT_MAX_FD_JACOBIAN_SIZE))
-        self.max_steps = int(options.pop("max_steps", DEFAULT_MAX_STEPS))
-        if self.max_steps < 1:
-            raise ValueError(f"max_steps must be a positive integer; got {self.max_steps}.")
-        for key in ("first_step", "max_step", "min_step"):
-            value = options.get(key)
-            if value is not None and not (np.isfinite(value) and value > 0):
-                raise ValueError(f"{key} must be a positive finite number; got {value!r}.")
+        self.max_fd_jacobian_size = options.pop("max_fd_jacobian_size",
+                                                DEFAULT_MAX_FD_JACOBIAN_SIZE)
+        self.max_steps = options.pop("max_steps", DEFAULT_MAX_STEPS)
         self.opts = {k: v for k, v in options.items() if v is not None}
 
     # -- the descriptor ---------------------------------------------------------------
@@ -174,6 +209,8 @@ class Method:
 
     def run(self, fun: Callable, y0: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, SolveInfo]:
         """Integrates and returns ``(ys, info)`` at the output times ``t``."""
+        if y0.size == 0:
+            return np.zeros((len(t), 0)), self._empty_info(t)
         rhs, jac, opts = self._setup(fun, y0, float(t[0]))
         with reentrancy_guard(self.name, self.integrator):
             ys, info, failure = self._run(rhs, jac, opts, y0, t)
@@ -193,6 +230,14 @@ class Method:
         if bad:
             raise ValueError(f"Option(s) {bad} of method '{self.name}' apply to its solve to "
                              "output times only, not to its dense output or events.")
+        if y0.size == 0:
+            if event is not None:
+                raise ValueError("y0 is empty (no components): an event function of the "
+                                 "state has nothing to follow. Give a non-empty state.")
+            e = np.zeros(0)
+            table = hermite_row(float(t[0]), float(t[-1]), e, e, e, e)[None]
+            return DenseSolution("hermite", table, (float(t[0]), float(t[-1])), 0,
+                                 np.zeros((len(t), 0)), self._empty_info(t))
         rhs, jac, opts = self._setup(fun, y0, float(t[0]))
         rec = _Recorder(self.dense_kind, y0, t, self.max_steps,
                         None if event is None else EventFn(event), terminal, direction)
@@ -237,6 +282,12 @@ class Method:
         sol.t_events = np.array(rec.t_events, dtype=np.float64)
         sol.y_events = np.array(rec.y_events, dtype=np.float64).reshape(-1, y0.size)
         return sol
+
+    def _empty_info(self, t) -> SolveInfo:
+        """An empty state: nothing to integrate, no evaluation, no step."""
+        info = SolveInfo(method=self.name, t_reached=float(t[-1]))
+        info.nintervals = max(len(t) - 1, 1)
+        return info
 
     def _refine(self, fun, row, lo, hi, rec):
         """The event time on the integrator's own states: Brent's method on
@@ -457,8 +508,15 @@ class _OdeMethod(Method):
     _scipy_name: ClassVar[str]
     _scipy_kwargs: ClassVar[dict] = {}
 
-    def _make_ode(self, rhs, jac, opts, y0, t0, nsteps):
+    def _make_ode(self, rhs, jac, opts, y0, t0, t1, nsteps):
+        if self._scipy_name in ("dopri5", "dop853"):
+            rhs = _sx.trampoline(self._scipy_name + "-f", rhs)
         r = _si.ode(rhs, jac)
+        opts = dict(opts)
+        if opts.get("first_step") and t1 < t0:
+            # LSODA and VODE take the first step with its sign ("illegal input"
+            # otherwise); the option is a size, in either direction.
+            opts["first_step"] = -float(opts["first_step"])
         r.set_integrator(self._scipy_name, **dict(self._scipy_kwargs, rtol=self.rtol,
                                                   atol=self.atol, nsteps=nsteps, **opts))
         return r
@@ -468,11 +526,18 @@ class _OdeMethod(Method):
             r.set_initial_value(y0, t0)
         except MemoryError as exc:
             raise self._workspace_error(y0.size) from exc
+        _sx.plug_leaks(r, self._scipy_name)
 
     def _run(self, rhs, jac, opts, y0, t):
-        r = self._make_ode(rhs, jac, opts, y0, t[0], self.max_steps)
+        r = self._make_ode(rhs, jac, opts, y0, t[0], t[-1], self.max_steps)
         stepper = self._attach_solout(r)
         self._start(r, y0, t[0])
+        try:
+            return self._integrate_to(r, rhs, jac, y0, t, stepper)
+        finally:
+            _sx.release(r, self._scipy_name)
+
+    def _integrate_to(self, r, rhs, jac, y0, t, stepper):
         ys = np.empty((len(t), y0.size))
         ys[0] = y0
         info = SolveInfo(method=self.name, t_reached=float(t[0]))
@@ -500,8 +565,14 @@ class _OdeMethod(Method):
     def _steps(self, rhs, jac, opts, y0, t0, t1, rec):
         """VODE one step at a time (``integrate(step=True)``), each accepted step's
         interpolant VODE's own Nordsieck polynomial."""
-        r = self._make_ode(rhs, jac, opts, y0, t0, self.max_steps)
+        r = self._make_ode(rhs, jac, opts, y0, t0, t1, self.max_steps)
         self._start(r, y0, t0)
+        try:
+            return self._vode_steps(r, rhs, jac, y0, t0, t1, rec)
+        finally:
+            _sx.release(r, self._scipy_name)
+
+    def _vode_steps(self, r, rhs, jac, y0, t0, t1, rec):
         info = SolveInfo(method=self.name, t_reached=t0)
         t_old, n = t0, y0.size
         while rec.wants_more and rhs.error is None:
@@ -571,6 +642,8 @@ class _IvpMethod(Method):
                 warnings.simplefilter("ignore")
                 solver = self._ivp_class(rhs, t0, y0, t1, rtol=self.rtol, atol=self.atol,
                                          **kwargs)
+                if self._ivp_class is _si.LSODA:
+                    _sx.plug_leaks(_sx.ivp_lsoda_ode(solver), "lsoda")
                 while rec.wants_more:
                     message = solver.step()
                     if rhs.error is not None or (jac is not None and jac.error is not None):
@@ -713,7 +786,7 @@ class _Dopri(_OdeMethod):
         """The whole span in one call, every accepted step reported by ``solout``
         with its derivative (one more evaluation per step) for the Hermite
         interpolant; ``solout`` stops the code when the recorder has enough."""
-        r = self._make_ode(rhs, None, opts, y0, t0, 2 ** 31 - 1)
+        r = self._make_ode(rhs, None, opts, y0, t0, t1, 2 ** 31 - 1)
         last = {}
 
         def solout(t, y):
@@ -730,6 +803,12 @@ class _Dopri(_OdeMethod):
 
         r.set_solout(solout)
         self._start(r, y0, t0)
+        try:
+            return self._dopri_calls(r, rhs, t0, t1, rec)
+        finally:
+            _sx.release(r, self._scipy_name)
+
+    def _dopri_calls(self, r, rhs, t0, t1, rec):
         info = SolveInfo(method=self.name, t_reached=t0)
         # One call per output time, so that every output time is a step's end (the
         # codes land on it exactly) rather than a point of the interpolant.
@@ -792,28 +871,37 @@ class Odeint(Lsoda):
         info = SolveInfo(method=self.name, t_reached=float(t[0]))
         if len(t) == 1:
             return y0[None].copy(), info, None
+        direction = np.sign(t[-1] - t[0])
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 ys, d = _si.odeint(
                     rhs, y0, t, Dfun=jac, tfirst=True, full_output=True,
                     rtol=self.rtol, atol=self.atol, mxstep=self.max_steps,
-                    h0=o.get("first_step") or 0.0, hmax=o.get("max_step") or 0.0,
+                    h0=(o.get("first_step") or 0.0) * direction, hmax=o.get("max_step") or 0.0,
                     hmin=o.get("min_step") or 0.0, ml=o.get("lband"), mu=o.get("uband"),
                     mxordn=o.get("max_order_ns", 12), mxords=o.get("max_order_s", 5),
                 )
         except DynamicsFailed:
             return y0[None].copy(), info, None
-        direction = np.sign(t[-1] - t[0])
-        reached = (d["tcur"] - t[1:]) * direction >= 0
+        # odeint leaves the records of intervals it never started uninitialised (on
+        # "illegal input" even the first): only records inside the span are read.
+        # (LSODA's own time may pass an output time by up to a step: not by the span.)
+        lo, hi = sorted((float(t[0]), float(t[-1])))
+        filled = np.isfinite(d["tcur"]) & (np.abs(d["tcur"] - (lo + hi) / 2) <= hi - lo) & (
+            d["nst"] >= 0) & (d["nst"] <= self.max_steps * np.arange(1, len(t)))
+        reached = filled & ((d["tcur"] - t[1:]) * direction >= 0)
         ok = len(t) - 1 if reached.all() else int(np.argmin(reached))  # intervals done
         k = min(ok, len(t) - 2)  # the record of the last interval attempted
-        info.nsteps = int(d["nst"][k])
-        info.njev = int(d["nje"][k])
-        info.last_step = float(d["hu"][k])
-        info.t_reached = float(d["tcur"][k])
-        used = d["mused"][: k + 1]
-        info.nswitches = int(np.count_nonzero(np.diff(used))) if used.size else 0
+        if not filled[k]:
+            k -= 1
+        if k >= 0:
+            info.nsteps = int(d["nst"][k])
+            info.njev = int(d["nje"][k])
+            info.last_step = float(d["hu"][k])
+            info.t_reached = float(d["tcur"][k])
+            used = d["mused"][: k + 1]
+            info.nswitches = int(np.count_nonzero(np.diff(used))) if used.size else 0
         if ok < len(t) - 1 or "successful" not in d["message"]:
             info.success, info.status, info.message = False, -1, str(d["message"])
             return ys[: ok + 1], info, float(t[min(ok + 1, len(t) - 1)])

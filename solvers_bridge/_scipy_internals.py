@@ -8,6 +8,10 @@ give against the solvers' own.
 
 from __future__ import annotations
 
+import threading
+
+import numpy as np
+
 SCIPY_CHECKED = "1.17.1"
 
 # ODEPACK LSODA and VODE keep their statistics in the integer and real work arrays of
@@ -65,3 +69,83 @@ def rk_dense_output(solver):
     ``x = (t - t_old) / h``."""
     piece = solver.dense_output()
     return piece.y_old, piece.Q
+
+
+# -- Reference leaks of SciPy 1.17.1's C wrappers --------------------------------------
+#
+# Measured with ``sys.getrefcount`` around each call of the integrator's ``runner``:
+# ``lsoda_step`` (``ode('lsoda')``, and ``scipy.integrate.LSODA`` which drives it) keeps
+# one reference to its ``y`` argument and to the ``rwork``/``iwork`` arrays on every
+# call, so every solve leaves its work arrays (``n^2`` doubles in the stiff mode) and
+# every step a copy of the state behind; the Dormand-Prince wrappers (``dopri5``,
+# ``dop853``) keep one to the right-hand side and to the ``solout`` callback (a bound
+# method holding the integrator and its work array). VODE and ``odeint`` leak nothing.
+# A training loop would grow without bound (about 10 KiB per LSODA solve of a 32-value
+# state). The bridge hands those arguments over as per-thread objects that live for
+# the process (a pooled array per size, a trampoline per integrator), so the leaked
+# references all land on the same few objects and memory stays flat.
+
+_local = threading.local()
+
+
+class _Trampoline:
+    """A persistent callable standing in for a per-solve one (see above)."""
+
+    __slots__ = ("target",)
+
+    def __init__(self):
+        self.target = None
+
+    def __call__(self, *args):
+        return self.target(*args)
+
+
+def _pooled(key, like: np.ndarray) -> np.ndarray:
+    """A per-thread array for ``key`` and ``like``'s size and dtype, holding ``like``'s values."""
+    pool = _local.__dict__.setdefault("arrays", {})
+    key = (key, like.dtype.str, like.size)
+    arr = pool.get(key)
+    if arr is None:
+        arr = pool[key] = np.empty_like(like)
+    arr[...] = like
+    return arr
+
+
+def trampoline(role: str, target) -> _Trampoline:
+    """The thread's persistent trampoline for ``role``, now calling ``target``."""
+    pool = _local.__dict__.setdefault("trampolines", {})
+    tramp = pool.get(role)
+    if tramp is None:
+        tramp = pool[role] = _Trampoline()
+    tramp.target = target
+    return tramp
+
+
+def plug_leaks(r, name: str) -> None:
+    """After ``r.set_initial_value`` (a ``scipy.integrate.ode`` with integrator
+    ``name``): route the arguments the C wrapper leaks through persistent objects."""
+    integ = integrator(r)
+    if name == "lsoda":
+        integ.rwork = integ.call_args[4] = _pooled("lsoda-rwork", integ.call_args[4])
+        integ.iwork = integ.call_args[5] = _pooled("lsoda-iwork", integ.call_args[5])
+        if "runner" not in integ.__dict__:
+            run = type(integ).runner
+
+            def runner(f, y0, *rest):
+                return run(f, _pooled("lsoda-y", np.asarray(y0, dtype=np.float64)), *rest)
+
+            integ.runner = runner
+    elif name in ("dopri5", "dop853"):
+        integ.call_args[2] = trampoline(name + "-solout", integ.call_args[2])
+
+
+def release(r, name: str) -> None:
+    """After the solve: the trampolines let go of this solve's callables."""
+    if name in ("dopri5", "dop853"):
+        trampoline(name + "-solout", None)
+        trampoline(name + "-f", None)
+
+
+def ivp_lsoda_ode(solver):
+    """The ``scipy.integrate.ode`` instance that ``scipy.integrate.LSODA`` drives."""
+    return solver._lsoda_solver

@@ -123,7 +123,8 @@ class Adjoint:
     def check(self, spec: SolveSpec) -> None:
         """Validates this adjoint against the forward solve (before any graph runs)."""
         method = self.method or spec.method
-        sb.get_method(method)(1e-6, 1e-6, None, **self.backward_options(spec))
+        rtol, atol = (float(np.min(tol)) for tol in self.tolerances(spec))
+        sb.get_method(method)(rtol, atol, None, **self.backward_options(spec))
 
     # -- the two halves ---------------------------------------------------------------
 

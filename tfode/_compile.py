@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-import time
-import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
@@ -48,6 +46,12 @@ def _tracing_for(integrator: str):
         original = exc.__context__
         if isinstance(original, SolverError) and not isinstance(exc, SolverError):
             raise original from None
+        # AutoGraph re-raises the dynamics' error as a new one without its notes.
+        cause = exc.__cause__ or exc.__context__
+        while cause is not None and not getattr(exc, "__notes__", None):
+            for note in getattr(cause, "__notes__", ()):
+                exc.add_note(note)
+            cause = cause.__cause__ or cause.__context__
         raise
     finally:
         stack.pop()
@@ -58,8 +62,7 @@ def _call_dynamics(func, t, y, shape):
     try:
         out = func(t, y)
     except Exception as exc:
-        if hasattr(exc, "add_note"):
-            exc.add_note("(raised by the dynamics function while tfode traced it)")
+        exc.add_note(_trace_note(exc, y))
         raise
     if not (isinstance(out, (tf.Tensor, tf.Variable, np.ndarray)) or hasattr(out, "dtype")):
         raise TypeError(
@@ -70,12 +73,40 @@ def _call_dynamics(func, t, y, shape):
     if not out.dtype.is_floating:
         raise TypeError(f"The dynamics returned dtype {out.dtype.name}; expected a "
                         f"floating-point tensor like the state ({y.dtype.name}).")
+    if out.dtype.size < min(y.dtype.size, 4):
+        raise TypeError(
+            f"The dynamics returned {out.dtype.name} for a {y.dtype.name} state: 16-bit "
+            "derivatives make the solution 20x to 7,000x less accurate (and the solver "
+            "stall at tight tolerances). Compute the dynamics in the state's dtype (under "
+            "mixed precision give their layers dtype='float32' or wider), or cast the "
+            "result: tf.cast(dydt, y.dtype).")
     if not out.shape.is_compatible_with(shape):
         raise ValueError(
             f"The dynamics returned a tensor of shape {out.shape} for a state of shape "
             f"{tuple(shape)}. func(t, y) must return dy/dt with exactly the shape of y."
         )
     return tf.cast(out, y.dtype)
+
+
+_DTYPE_MISMATCH = re.compile(r"(float|int|double|half|bfloat)\w*.*(does not match|"
+                             r"expected|must be|incompatible).*(float|int|double|half)",
+                             re.IGNORECASE | re.DOTALL)
+
+
+def _trace_note(exc: BaseException, y) -> str:
+    """The note added to an error the dynamics raise while tfode traces them: the
+    calling convention, and where a dtype clash comes from."""
+    note = (f"(raised by the dynamics function while tfode traced it: tfode calls "
+            f"func(t, y), t a scalar {y.dtype.name} tensor and y the state of shape "
+            f"{tuple(y.shape)} and dtype {y.dtype.name}. Dynamics written f(y, t), or a "
+            "layer that takes y alone such as keras.layers.Dense, need a wrapper: "
+            "lambda t, y: layer(y).")
+    if _DTYPE_MISMATCH.search(str(exc)):
+        note += (f" The dynamics run in y0's dtype, {y.dtype.name}; a Python list or "
+                 "float given as y0 becomes float32. Give y0 in the dtype of the dynamics' "
+                 "variables, e.g. tf.constant(y0, tf.float64), or build them in "
+                 f"{y.dtype.name}.")
+    return note + ")"
 
 
 def discover_variables(func: Callable, dtype: tf.DType, shape, integrator: str) -> list:
@@ -89,7 +120,13 @@ def discover_variables(func: Callable, dtype: tf.DType, shape, integrator: str) 
     with _tracing_for(integrator):
         cf = tf.function(lambda t, y: _call_dynamics(func, t, y, shape)).get_concrete_function(
             spec_t, spec_y)
-    return list(cf.graph.trainable_variables)
+    # The graph lists its variables in an order that depends on their memory addresses;
+    # the order in which the trace first read them is the same in every process (and
+    # decides where each parameter sits in the adjoint state, so the solver's error
+    # norms, and the results' last bits, do not change from one process to the next).
+    first_read = {id(outer): k for k, (outer, _) in enumerate(cf.graph.captures)}
+    return sorted(cf.graph.trainable_variables,
+                  key=lambda v: first_read.get(id(v.handle), len(first_read)))
 
 
 def _match_variables(here: list, there: list) -> list:
@@ -115,16 +152,51 @@ def _match_variables(here: list, there: list) -> list:
         f"({[v.name for v in there]}); pass variables= explicitly.")
 
 
+#: Ops XLA drops: a user's assertions would silently stop firing.
+_ASSERTION_OPS = frozenset({"Assert", "CheckNumerics", "CheckNumericsV2"})
+#: Convolutions: oneDNN's beat XLA's on a CPU.
+_CONV_OPS = frozenset({"Conv2D", "Conv3D", "DepthwiseConv2dNative", "Conv2DBackpropInput",
+                       "Conv2DBackpropFilter", "Conv"})
+#: Loops (a batch Jacobian inside the dynamics ran 80x slower under XLA here).
+_LOOP_OPS = frozenset({"While", "StatelessWhile"})
+
+
+def _op_types(cf) -> set:
+    """Every op type in a concrete function's graph, nested functions included."""
+    types = {op.type for op in cf.graph.get_operations()}
+    for fdef in cf.graph.as_graph_def().library.function:
+        types.update(node.op for node in fdef.node_def)
+    return types
+
+
+def _has_assertions(cf) -> bool:
+    return bool(_op_types(cf) & _ASSERTION_OPS)
+
+
+def _xla_unsuitable(cf) -> str | None:
+    """Why ``jit_compile="auto"`` runs these dynamics without XLA, or ``None`` to use
+    it: assertions (XLA strips them), convolutions without a GPU, loops."""
+    types = _op_types(cf)
+    if types & _ASSERTION_OPS:
+        return "the dynamics hold assertions, which XLA drops"
+    if types & _CONV_OPS and not tf.config.list_logical_devices("GPU"):
+        return "convolutions run faster without XLA on a CPU"
+    if types & _LOOP_OPS:
+        return "loops inside the dynamics run slower under XLA"
+    return None
+
+
 class Callbacks:
     """NumPy callbacks for one state shape: ``fun``, ``vjp`` and (lazily) ``jac``.
 
     Attributes:
         fun: ``fun(t, y_flat) -> f_flat`` (float64 NumPy).
         vjp: ``vjp(t, y_flat, a_flat) -> [f, a^T df/dy, a^T df/dt, a^T df/dtheta]``.
-        jit: Whether the XLA-compiled functions are used: with ``jit_compile="auto"``
-            when XLA compiles them and the plain ones are not at least 10% faster
-            (best of five calls each at first use), with ``True`` whenever XLA
-            compiles them.
+        jit: Whether the XLA-compiled functions are used: with ``True`` whenever XLA
+            compiles them; with ``"auto"`` by a fixed rule on the dynamics' graph (see
+            :func:`_xla_unsuitable`), never by timing, so that every process makes the
+            same choice and gets the same bits.
+        jit_reason: Why ``"auto"`` did not use XLA (``None`` if it did).
     """
 
     def __init__(self, func, dtype, shape, variables, integrator, jit_compile,
@@ -143,26 +215,26 @@ class Callbacks:
         self._jac = self._block_jac = None
         self.jit = False
         f_cf, vjp_cf = self._trace(jit=False)
-        if jit_compile in (True, "auto"):
+        self.jit_reason = _xla_unsuitable(vjp_cf) if jit_compile == "auto" else None
+        if jit_compile is True and self.jit_reason is None and _has_assertions(vjp_cf):
+            _tfx.warn_at_caller(
+                "jit_compile=True: XLA drops the tf.debugging assertions (and "
+                "tf.debugging.check_numerics) inside the dynamics, so they will not fire. "
+                "Use jit_compile='auto' or False to keep them.")
+        if jit_compile is True or (jit_compile == "auto" and self.jit_reason is None):
             try:  # XLA compiles at the first call; fall back if it cannot
                 xla = self._trace(jit=True)
-                self._time(*xla, repeats=1)
+                self._warm(*xla)
             except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
                     tf.errors.InternalError, tf.errors.UnknownError) as exc:
+                self.jit_reason = f"XLA could not compile them ({type(exc).__name__})"
                 if jit_compile is True:
-                    warnings.warn(f"XLA could not compile the dynamics ({type(exc).__name__}); "
-                                  "running them without jit_compile.", stacklevel=4)
+                    _tfx.warn_at_caller(f"XLA could not compile the dynamics "
+                                        f"({type(exc).__name__}); running them without "
+                                        "jit_compile.")
             else:
-                # "auto" keeps XLA unless the plain functions are clearly (10%) faster:
-                # XLA wins on small dense dynamics but can lose badly (a batch Jacobian
-                # inside the dynamics ran 80x slower under XLA here; oneDNN's
-                # convolutions beat XLA's on a CPU). The margin keeps the choice, and so
-                # the last bits of the results, stable from one instance to the next.
-                if jit_compile is not True:
-                    self._time(f_cf, vjp_cf, repeats=1)  # first calls set up kernels
-                if jit_compile is True or self._time(f_cf, vjp_cf) > 0.9 * self._time(*xla):
-                    f_cf, vjp_cf = xla
-                    self.jit = True
+                f_cf, vjp_cf = xla
+                self.jit = True
         f_call, vjp_call = _tfx.flat_caller(f_cf), _tfx.flat_caller(vjp_cf)
         const = tf.constant
 
@@ -174,17 +246,11 @@ class Callbacks:
 
         self.fun, self.vjp = fun, vjp
 
-    def _time(self, f_cf, vjp_cf, repeats: int = 5) -> float:
-        """Seconds for one evaluation plus one VJP (the solver's workload), the best of
-        ``repeats`` (the least disturbed by the rest of the machine)."""
+    def _warm(self, f_cf, vjp_cf) -> None:
+        """One evaluation and one VJP (XLA compiles, and can fail, at the first call)."""
         t, y = tf.constant(0.0, _F64), tf.zeros([self.n], _F64)
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            f_cf(t, y).numpy()
-            vjp_cf(t, y, y).numpy()
-            best = min(best, time.perf_counter() - start)
-        return best
+        f_cf(t, y).numpy()
+        vjp_cf(t, y, y).numpy()
 
     def _trace(self, jit: bool):
         func, dtype, shape, variables = self._func, self._dtype, self.shape, self._variables
@@ -292,10 +358,10 @@ class CompiledDynamics:
             given = {id(_unwrap(v)) for v in self.variables}
             missed = [v for v in discovered if id(v) not in given]
             if missed:
-                warnings.warn(
+                _tfx.warn_at_caller(
                     f"The dynamics read trainable variable(s) {[v.name for v in missed]} that "
                     "are not in variables=; they will get no gradient. Leave variables=None "
-                    "to let tfode find every variable, or add them.", stacklevel=4)
+                    "to let tfode find every variable, or add them.")
             self.variables = [_unwrap(v) for v in self.variables]
         self._callbacks: dict[tuple, Callbacks] = {}
         self._lock = threading.Lock()

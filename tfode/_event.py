@@ -21,7 +21,6 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-import solvers_bridge as sb
 from tfode._odeint import _Op, check_state, refuse_legacy_arguments
 
 _F64 = tf.float64
@@ -40,7 +39,7 @@ class _Event:
 
 def odeint_event(func: Callable, y0, t0, event_fn: Callable, *, t_max: float,
                  direction: float = 0.0, terminal: bool = True, method: str = "lsoda",
-                 rtol=sb.DEFAULT_RTOL, atol=sb.DEFAULT_ATOL, **odeint_kwargs):
+                 rtol=None, atol=None, **odeint_kwargs):
     """Integrates ``dy/dt = func(t, y)`` from ``t0`` until ``event_fn(t, y) = 0``.
 
     Args:
@@ -57,7 +56,8 @@ def odeint_event(func: Callable, y0, t0, event_fn: Callable, *, t_max: float,
         method: Any adaptive method of :func:`tfode.odeint` (``lsoda``, ``adams``,
             ``bdf``, ``odeint``, ``dopri5``, ``dop853``, ``radau``, ``rk45``,
             ``rk23``); the event is located on its own dense output.
-        rtol, atol: Tolerances.
+        rtol, atol: Tolerances; by default those of :func:`tfode.odeint` for
+            ``y0``'s dtype.
         **odeint_kwargs: ``options``, ``adjoint``, ``variables``, ``stats`` and
             ``jit_compile``, as for :func:`tfode.odeint`.
 

@@ -12,7 +12,6 @@ through their operations (the RK-Net baseline).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -55,6 +54,15 @@ def methods() -> dict[str, dict]:
     return out
 
 
+#: Default tolerances by the dtype the dynamics run in.
+_DEFAULT_TOLERANCES = {tf.float64: (sb.DEFAULT_RTOL, sb.DEFAULT_ATOL), tf.float32: (1e-5, 1e-7)}
+
+
+def default_tolerances(dtype: tf.DType) -> tuple[float, float]:
+    """``(rtol, atol)`` that suit dynamics evaluated in ``dtype``."""
+    return _DEFAULT_TOLERANCES[dtype]
+
+
 def refuse_legacy_arguments(kwargs: dict, where: str = "odeint") -> None:
     """A clear error for the adjoint arguments of earlier releases (or any unknown one)."""
     for key in kwargs:
@@ -67,9 +75,8 @@ def refuse_legacy_arguments(kwargs: dict, where: str = "odeint") -> None:
 
 
 @tf.autograph.experimental.do_not_convert
-def odeint(func: Callable, y0, t, *, method: str = "lsoda", rtol=sb.DEFAULT_RTOL,
-           atol=sb.DEFAULT_ATOL, options: dict | None = None,
-           adjoint: str | Adjoint = "backsolve", variables=None,
+def odeint(func: Callable, y0, t, *, method: str = "lsoda", rtol=None, atol=None,
+           options: dict | None = None, adjoint: str | Adjoint = "backsolve", variables=None,
            stats: SolveStats | None = None, jit_compile="auto", name: str | None = None,
            **unknown) -> tf.Tensor:
     """Solves ``dy/dt = func(t, y)`` and returns ``y`` at every time in ``t``, differentiably.
@@ -87,8 +94,10 @@ def odeint(func: Callable, y0, t, *, method: str = "lsoda", rtol=sb.DEFAULT_RTOL
             ``dopri5``, ``dop853``, ``radau``, ``rk45``, ``rk23``; or a fixed-step
             in-graph method: ``euler``, ``midpoint``, ``rk4``. One name is one
             integrator in the forward solve, every adjoint and events.
-        rtol: Relative tolerance (SciPy methods).
-        atol: Absolute tolerance (SciPy methods).
+        rtol: Relative tolerance (SciPy methods); default 1e-7 for a float64 state,
+            1e-5 for a float32 one (float32 derivatives cannot support tighter).
+        atol: Absolute tolerance (SciPy methods); default 1e-9 (float64), 1e-7
+            (float32).
         options: Solver options: for the SciPy methods those of
             :func:`solvers_bridge.solve` (``max_steps``, ``first_step``,
             ``max_step``, ``min_step``, ``max_fd_jacobian_size``, ...) plus
@@ -109,8 +118,11 @@ def odeint(func: Callable, y0, t, *, method: str = "lsoda", rtol=sb.DEFAULT_RTOL
         variables: The variables to differentiate; default: every trainable
             variable ``func`` reads. A read variable missing from this list warns.
         stats: A :class:`SolveStats` to receive the forward and backward statistics.
-        jit_compile: ``"auto"`` (default: XLA-compile the dynamics callbacks when
-            possible), ``True`` (warn if XLA cannot) or ``False``.
+        jit_compile: ``"auto"`` (default: XLA-compile the dynamics callbacks unless
+            they hold ``tf.debugging`` assertions, which XLA drops, convolutions on
+            a machine without a GPU, or loops; a fixed rule, so every process makes
+            the same choice), ``True`` (warn if XLA cannot, or drops assertions) or
+            ``False``.
         name: Name scope.
 
     Returns:
@@ -206,14 +218,19 @@ class _Op:
                 "inside 'lsoda', or a reentrant one: 'radau', 'rk45', 'rk23').",
                 method=method)
         for tol, label in ((rtol, "rtol"), (atol, "atol")):
+            if tol is None:
+                continue
             arr = np.asarray(tol, dtype=np.float64)
             if not (np.isfinite(arr).all() and (arr >= 0).all()):
                 raise ValueError(f"{label} must be non-negative and finite; got {tol!r}.")
-        if y0.dtype == tf.float32 and float(np.min(rtol)) < 1e-5:
-            warnings.warn(
-                f"float32 dynamics with rtol={float(np.min(rtol)):g}: below about 1e-5 LSODA "
-                "and VODE stall on float32 round-off. Use float64 states for tight "
-                "tolerances.", stacklevel=4)
+        if y0.dtype == tf.float32 and rtol is not None and float(np.min(rtol)) < 1e-5:
+            _tfx.warn_at_caller(
+                f"float32 dynamics with rtol={float(np.min(rtol)):g}: below about 1e-5 the "
+                "solvers stall on float32 round-off in the derivatives. Use a float64 y0 "
+                "(and dynamics) for tight tolerances.")
+        default_rtol, default_atol = default_tolerances(y0.dtype)
+        rtol = default_rtol if rtol is None else rtol
+        atol = default_atol if atol is None else atol
         jacobian = options.pop("jacobian", None)
         if jacobian not in _JACOBIANS:
             raise ValueError(f"options['jacobian'] must be 'autodiff', 'banded' or absent; "
@@ -222,6 +239,12 @@ class _Op:
             takes = sorted(m for m, c in sb.METHODS.items() if c.jacobians)
             raise ValueError(f"jacobian={jacobian!r} needs a method that uses a Jacobian "
                              f"({', '.join(takes)}); got {method!r}.")
+        if jacobian == "autodiff" and ("lband" in options or "uband" in options):
+            raise ValueError(
+                "jacobian='autodiff' hands the solver the dense n x n Jacobian, but lband/"
+                "uband declare a banded one. Drop lband and uband, or use "
+                "jacobian='banded' for a batch of independent samples (it sets the band "
+                "itself), or drop jacobian= to let the solver difference a banded one.")
         if jacobian == "banded" and ("lband" in options or "uband" in options):
             raise ValueError("jacobian='banded' sets lband = uband = d - 1 (d the size of "
                              "one sample) itself; do not pass lband or uband with it.")
@@ -230,8 +253,8 @@ class _Op:
         n_params = int(sum(int(np.prod(v.shape)) for v in self.compiled.variables))
         self.spec = SolveSpec(method, rtol, atol, options, jacobian, n_params)
         self.stats = stats
-        # Validate the options now rather than inside the graph.
-        cls(1e-6, 1e-6, None, **options)
+        # Validate the tolerances and options now rather than inside the graph.
+        cls(np.asarray(rtol, np.float64), np.asarray(atol, np.float64), None, **options)
         self.adjoint.check(self.spec)
 
     # -- the NumPy halves -------------------------------------------------------------

@@ -7,6 +7,10 @@ fails first when a release moves it (``tests/test_tfode_odeint.py``,
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import sys
+import warnings
 from collections.abc import Callable
 
 from tensorflow.python.eager import record as _record
@@ -45,3 +49,30 @@ def flat_caller(cf) -> Callable:
 def sublayers(layer):
     """A Keras layer and all its nested layers (Keras's own walk)."""
     return layer._flatten_layers(include_self=True)
+
+
+#: Files whose frames a warning skips to reach the user's line: tfode itself,
+#: TensorFlow, Keras, and the modules AutoGraph generates.
+_LIBRARY_DIRS = tuple(
+    os.path.dirname(spec.origin) + os.sep
+    for spec in map(importlib.util.find_spec, ("tfode", "tensorflow", "keras"))
+    if spec is not None and spec.origin)
+
+
+def warn_at_caller(message: str, category: type[Warning] = UserWarning) -> None:
+    """Warns with the location of the first frame outside tfode, TensorFlow, Keras and
+    AutoGraph's generated code: the user's line, however deep the call came from."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if not (name.startswith(_LIBRARY_DIRS) or "__autograph_generated" in name
+                or name.startswith("<frozen")):
+            break
+        frame = frame.f_back
+    if frame is None:
+        warnings.warn(message, category, stacklevel=2)
+        return
+    registry = frame.f_globals.setdefault("__warningregistry__", {})
+    warnings.warn_explicit(message, category, frame.f_code.co_filename, frame.f_lineno,
+                           module=frame.f_globals.get("__name__"), registry=registry,
+                           module_globals=frame.f_globals)
