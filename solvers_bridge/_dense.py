@@ -59,6 +59,8 @@ def q_row(t_old, t_new, y_old, q) -> np.ndarray:
 
 def evaluate_row(kind: str, row: np.ndarray, n: int, s: float) -> np.ndarray:
     """The interpolant of one step at the time ``s``."""
+    if n == 0:
+        return np.zeros(0)
     t_old, t_new = row[0], row[1]
     p = row[2:]
     if kind == "hermite":

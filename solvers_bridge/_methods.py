@@ -234,9 +234,9 @@ class Method:
             if event is not None:
                 raise ValueError("y0 is empty (no components): an event function of the "
                                  "state has nothing to follow. Give a non-empty state.")
-            e = np.zeros(0)
-            table = hermite_row(float(t[0]), float(t[-1]), e, e, e, e)[None]
-            return DenseSolution("hermite", table, (float(t[0]), float(t[-1])), 0,
+            table = np.zeros((1, row_width(self.dense_kind, 0)))
+            table[0, :2] = t[0], t[-1]
+            return DenseSolution(self.dense_kind, table, (float(t[0]), float(t[-1])), 0,
                                  np.zeros((len(t), 0)), self._empty_info(t))
         rhs, jac, opts = self._setup(fun, y0, float(t[0]))
         rec = _Recorder(self.dense_kind, y0, t, self.max_steps,

@@ -27,37 +27,58 @@ def classifier(block):
                              keras.layers.Dense(1, activation="sigmoid")])
 
 
-def test_classifier_trains_with_nfe_in_history_progress_and_csv(tmp_path):
+def test_nfe_is_reported_automatically_in_history_progress_and_csv(tmp_path, capsys):
+    # No metric and no callback added: the block reports nfe_f and nfe_b itself.
     keras.utils.set_random_seed(1)
     x, y = xor_data()
     block = ODEBlock(ConcatMLP((16,)), name="ode")
     model = classifier(block)
-    model.compile(keras.optimizers.Adam(0.05), "binary_crossentropy",
-                  metrics=[NFE(block, "forward"), NFE(block, "backward")])
-    before = model.evaluate(x, y, verbose=0)[0]
-    logger = NFELogger(block)
+    model.compile(keras.optimizers.Adam(0.05), "binary_crossentropy")
+    before = model.evaluate(x, y, verbose=0, return_dict=True)
+    logger = NFELogger(block)  # per-batch figures, the independent record
     csv_path = tmp_path / "log.csv"
-    history = model.fit(x, y, batch_size=16, epochs=4, verbose=0,
+    history = model.fit(x, y, batch_size=16, epochs=4, verbose=1, validation_data=(x, y),
                         callbacks=[logger, keras.callbacks.CSVLogger(str(csv_path))])
-    after = model.evaluate(x, y, verbose=0)[0]
-    assert after < before
-    for key in ("nfe_f", "nfe_b", "nfe_forward", "nfe_backward"):
-        assert len(history.history[key]) == 4 and min(history.history[key]) > 0
-    # The metric's epoch mean equals the mean of the per-batch values the callback saw.
-    per_batch = [b["nfe_forward"] for b in logger.batches[-4:]]
-    assert history.history["nfe_f"][-1] == pytest.approx(np.mean(per_batch))
-    assert [e["epoch"] for e in logger.epochs] == [0, 1, 2, 3]
+    assert "nfe_f:" in capsys.readouterr().out
+    after = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert after["loss"] < before["loss"]
+    # Each epoch's figures are the means of that epoch's per-batch passes.
+    for epoch in range(4):
+        rows = [b for b in logger.batches if b["epoch"] == epoch]
+        assert history.history["nfe_f"][epoch] == pytest.approx(
+            np.mean([b["nfe_forward"] for b in rows]))
+        assert history.history["nfe_b"][epoch] == pytest.approx(
+            np.mean([b["nfe_backward"] for b in rows]))
+        assert history.history["nfe_b"][epoch] > 0
+    # Evaluation and validation: their own forward NFE, no backward pass.
+    assert after["nfe_b"] == 0.0 and after["nfe_f"] > 0
+    assert set(history.history["val_nfe_b"]) == {0.0}
+    assert min(history.history["val_nfe_f"]) > 0
     header = csv_path.read_text().splitlines()[0].split(",")
-    assert {"nfe_f", "nfe_b", "nfe_forward", "nfe_backward"} <= set(header)
+    nfe_columns = sorted(c for c in header if "nfe" in c)
+    assert nfe_columns == ["nfe_b", "nfe_f", "val_nfe_b", "val_nfe_f"]
 
 
-def test_progress_bar_shows_nfe(capsys):
+def test_two_blocks_report_under_their_own_names_and_the_report_can_be_off():
+    x, y = xor_data(32)
+    first = ODEBlock(ConcatMLP((8,)), nfe_name="nfe_first")
+    second = ODEBlock(ConcatMLP((8,)), nfe_name="nfe_second")
+    quiet = ODEBlock(ConcatMLP((8,)), nfe_name=None)
+    model = keras.Sequential([keras.Input((2,)), first, second, quiet,
+                              keras.layers.Dense(1, activation="sigmoid")])
+    model.compile("adam", "binary_crossentropy")
+    history = model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert sorted(k for k in history.history if "nfe" in k) == [
+        "nfe_first_b", "nfe_first_f", "nfe_second_b", "nfe_second_f"]
+
+
+def test_an_explicit_nfe_metric_agrees_with_the_automatic_one():
     x, y = xor_data(32)
     block = ODEBlock(ConcatMLP((8,)))
     model = classifier(block)
-    model.compile("adam", "binary_crossentropy", metrics=[NFE(block, "forward")])
-    model.fit(x, y, batch_size=16, epochs=1, verbose=1)
-    assert "nfe_f:" in capsys.readouterr().out
+    model.compile("adam", "binary_crossentropy", metrics=[NFE(block, "forward", name="f")])
+    history = model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert history.history["f"] == history.history["nfe_f"]
 
 
 def test_layer_gradients_match_finite_differences():
@@ -314,3 +335,23 @@ def test_multi_worker_mirrored_strategy_on_loopback(tmp_path):
         assert max(float(np.abs(ref[k] - got[k]).max()) for k in names) < 1e-6
     moved = np.concatenate([ref[k].ravel() for k in names]) - ref["start"]
     assert np.abs(moved).max() > 1e-2
+
+
+def test_a_saved_model_loads_after_import_tfode_alone(tmp_path):
+    keras.utils.set_random_seed(3)
+    x, _ = xor_data(8)
+    model = classifier(ODEBlock(ConcatMLP((8,))))
+    path = tmp_path / "m.keras"
+    model.save(path)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "want.npy", model.predict(x, verbose=0))
+    code = (
+        "import sys, numpy as np, keras, tfode\n"
+        f"m = keras.models.load_model({str(path)!r})\n"
+        f"x = np.load({str(tmp_path / 'x.npy')!r})\n"
+        f"assert np.array_equal(m.predict(x, verbose=0), np.load({str(tmp_path / 'want.npy')!r}))\n"
+        "print('loaded', type(m.layers[1]).__name__)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_script_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "loaded ODEBlock" in proc.stdout

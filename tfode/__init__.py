@@ -15,6 +15,9 @@ Public surface:
     numpy_callbacks: the NumPy callbacks the solvers get for a dynamics function.
     SolverError, NestedSolveError, SolveInfo: from :mod:`solvers_bridge`.
     layers: Keras 3 layers (ODEBlock, ConcatConv2D, ConvODEFunc, ConcatMLP, NFE).
+    flows, latent: the continuous normalizing flow and the latent ODE models.
+
+Importing tfode registers its Keras classes, so ``keras.models.load_model`` finds them.
 """
 
 from solvers_bridge import NestedSolveError, SolveInfo, SolverError
@@ -26,15 +29,20 @@ from tfode._stats import SolveStats
 
 __all__ = ["Adjoint", "Backsolve", "Checkpointed", "Interpolating", "NestedSolveError",
            "Quadrature", "SolveInfo", "SolveStats", "SolverError", "layers", "methods",
-           "numpy_callbacks", "odeint", "odeint_event"]
+           "numpy_callbacks", "odeint", "odeint_event", "flows", "latent"]
 __version__ = "0.1.0"
 
 
-def __getattr__(name):
-    # tfode.layers is imported on first use: it needs Keras's TensorFlow backend, and
-    # odeint alone does not.
-    if name == "layers":
-        import importlib
+# The Keras layers and models register themselves for ``keras.models.load_model`` when
+# their modules are imported, so ``import tfode`` imports them: a saved model loads
+# after ``import tfode`` alone. Under another Keras backend they cannot work, and
+# ``odeint`` does not need them: ``tfode.layers`` then raises its ImportError on use.
+try:
+    from tfode import flows, latent, layers
+except ImportError as _error:
+    _KERAS_ERROR = _error
 
-        return importlib.import_module("tfode.layers")
-    raise AttributeError(f"module 'tfode' has no attribute {name!r}")
+    def __getattr__(name):
+        if name in ("layers", "flows", "latent"):
+            raise _KERAS_ERROR
+        raise AttributeError(f"module 'tfode' has no attribute {name!r}")

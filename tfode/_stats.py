@@ -45,6 +45,13 @@ class SolveStats(tf.Module):
                                         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA))
         self.forward_info = None
         self.backward_info = None
+        self._sums: dict[str, tuple] = {}
+
+    def accumulate(self, part: str, total, count) -> None:
+        """Also add every ``part`` pass's evaluations to ``total`` and one to ``count``
+        (variables, e.g. a Keras metric's, reset by their owner): the passes' mean
+        then needs no reading of the statistics at the right moment."""
+        self._sums[part] = (total, count)
 
     def _variables_for(self, part: str) -> list[tf.Variable]:
         return [getattr(self, f"{a}_{part}") for a in _NAMES]
@@ -52,7 +59,15 @@ class SolveStats(tf.Module):
     def record(self, part: str, vector) -> list:
         """Assigns a statistics vector (see :data:`STAT_FIELDS`) to the ``part`` variables."""
         vector = tf.cast(vector, tf.int64)
-        return [v.assign(vector[i]) for i, v in enumerate(self._variables_for(part))]
+        ops = [v.assign(vector[i]) for i, v in enumerate(self._variables_for(part))]
+        # Under a distribution strategy the sums (Keras metric variables, summed over
+        # the replicas on reading) are added to per replica; a cross-replica trace
+        # (Keras building the model) is no pass.
+        if part in self._sums and not tf.distribute.in_cross_replica_context():
+            total, count = self._sums[part]
+            ops += [total.assign_add(tf.cast(vector[0], total.dtype)),
+                    count.assign_add(tf.ones((), count.dtype))]
+        return ops
 
     def as_dict(self) -> dict[str, int]:
         """The current values, e.g. ``{"nfe_forward": 26, "nfe_backward": 14, ...}``."""

@@ -5,8 +5,10 @@
   ``midpoint`` or ``rk4`` it backpropagates through the steps (an RK-Net).
 * Dynamics layers: :class:`ConcatConv2D` (time as an extra input channel),
   :class:`ConvODEFunc` (the paper's MNIST ODE function) and :class:`ConcatMLP`.
-* :class:`NFE` (a metric) and :class:`NFELogger` (a callback) report the forward
-  and backward function evaluations of a block, per batch and per epoch.
+* Every block reports its forward and backward function evaluations (``nfe_f``,
+  ``nfe_b``) to the model's logs by itself; :class:`NFE` (a metric under a name of
+  one's own) and :class:`NFELogger` (a callback with per-batch figures and a CSV)
+  add to that.
 
 These layers need the TensorFlow backend of Keras; importing this module under
 another backend raises an ImportError saying so.
@@ -83,6 +85,13 @@ class ODEBlock(keras.layers.Layer):
             solve), likewise.
         steer: STEER: when training, the end time is drawn uniformly from
             ``t[-1] +- steer`` (two integration times only).
+        nfe_name: The block reports its function evaluations to any model it is in:
+            ``{nfe_name}_f`` (forward NFE) and ``{nfe_name}_b`` (backward NFE, the
+            adjoint pass), each the mean per batch over the epoch, in the progress
+            bar, ``History`` and ``CSVLogger`` with no metric or callback to add.
+            Evaluation and validation report their own forward NFE and a backward NFE
+            of 0 (no gradient is computed there). Give each block of a model with
+            several its own name; ``None`` turns the report off.
         **kwargs: Keras layer arguments (``name``, ``dtype``, ...).
 
     Attributes:
@@ -93,7 +102,7 @@ class ODEBlock(keras.layers.Layer):
                  return_sequences: bool = False, augment_dim: int = 0, method: str = "adams",
                  rtol=1e-3, atol=1e-3, options: dict | None = None, jit_compile="auto",
                  adjoint="backsolve", kinetic: float = 0.0, jacobian_norm: float = 0.0,
-                 steer: float = 0.0, **kwargs):
+                 steer: float = 0.0, nfe_name: str | None = "nfe", **kwargs):
         refuse_legacy_arguments({k: kwargs.pop(k) for k in list(kwargs) if k in _LEGACY},
                                 "ODEBlock")
         global_dtype = keras.config.dtype_policy().compute_dtype
@@ -132,6 +141,14 @@ class ODEBlock(keras.layers.Layer):
         self._regularized = None
         self.stats = SolveStats(name=f"{self.name}_stats")
         _BLOCKS[self.name] = weakref.ref(self)
+        self.nfe_name = nfe_name
+        if nfe_name is not None:
+            # Metrics held by a layer are a model's metrics too (Keras 3); their sums
+            # are added to by the solves themselves, the backward one when the
+            # gradient is computed, so each batch's pass is counted exactly once.
+            self.nfe_metrics = [_PassMean(name=f"{nfe_name}_f"), _PassMean(name=f"{nfe_name}_b")]
+            for part, metric in zip(("forward", "backward"), self.nfe_metrics):
+                self.stats.accumulate(part, _unwrap(metric.total), _unwrap(metric.count))
 
     def _state_shape(self, input_shape):
         shape = list(input_shape)
@@ -177,7 +194,8 @@ class ODEBlock(keras.layers.Layer):
                     penalty += weight * tf.reduce_mean(values[name][-1])
             self.add_loss(penalty)
         else:
-            ys = odeint(self.dynamics, h, t, stats=self.stats, **solver)
+            ys = _with_notes_in_message(odeint, self.dynamics, h, t, stats=self.stats,
+                                        **solver)
         if not self.return_sequences:
             return ys[-1]
         perm = [1, 0] + list(range(2, ys.shape.rank))
@@ -194,7 +212,7 @@ class ODEBlock(keras.layers.Layer):
             dynamics=keras.saving.serialize_keras_object(self.dynamics), t=list(self.t),
             return_sequences=self.return_sequences, augment_dim=self.augment_dim,
             kinetic=self.kinetic, jacobian_norm=self.jacobian_norm, steer=self.steer,
-            **{k: getattr(self, k) for k in _ODE_ARGS})
+            nfe_name=self.nfe_name, **{k: getattr(self, k) for k in _ODE_ARGS})
         if isinstance(self.adjoint, Adjoint):
             config["adjoint"] = self.adjoint.get_config()
         return config
@@ -216,6 +234,23 @@ class ODEBlock(keras.layers.Layer):
                 atol=legacy.get("adjoint_atol"), options=legacy.get("adjoint_options"),
                 restart=legacy.get("restart", True), seminorm=legacy.get("seminorm", False))
         return cls(**config)
+
+
+def _with_notes_in_message(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``; an error carrying notes (tfode's note on the dynamics'
+    calling convention) is raised again with them in its message, which Keras keeps
+    when it re-raises an error from ``call`` (it drops the notes)."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:
+        notes = getattr(exc, "__notes__", None)
+        if not notes:
+            raise
+        try:
+            again = type(exc)("\n".join([str(exc), *notes]))
+        except Exception:  # noqa: BLE001 - a type that takes other arguments: as it was
+            raise exc from None
+        raise again from exc
 
 
 def _state_shape_of(layer, input_shape):
@@ -374,13 +409,40 @@ def _block(block):
     return ref()
 
 
+class _PassMean(keras.metrics.Metric):
+    """The mean evaluations per pass of a solve: the sums are added to by
+    :class:`tfode.SolveStats` as the passes run; Keras resets them per epoch and per
+    evaluation."""
+
+    def __init__(self, name: str, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.total = self.add_variable((), initializer="zeros", name="total")
+        self.count = self.add_variable((), initializer="zeros", name="count")
+
+    def update_state(self, *args, **kwargs):
+        pass  # updated by the solves themselves
+
+    def result(self):
+        return self.total / tf.maximum(self.count, 1.0)
+
+    def reset_state(self):
+        self.total.assign(0.0)
+        self.count.assign(0.0)
+
+
+def _unwrap(v):
+    """The ``tf.Variable`` behind a Keras variable."""
+    inner = getattr(v, "value", None)
+    return inner if isinstance(inner, tf.Variable) else v
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class NFE(keras.metrics.Metric):
     """Function evaluations of an :class:`ODEBlock` per batch, averaged over the epoch.
 
-    Use in ``model.compile(metrics=[NFE(block, "forward"), NFE(block, "backward")])``:
-    the progress bar shows ``nfe_f`` and ``nfe_b``, and ``History`` and ``CSVLogger``
-    record them. The backward count is the adjoint pass of the same batch (Keras
+    Every :class:`ODEBlock` reports ``nfe_f`` and ``nfe_b`` by itself; this metric is
+    for naming the figures in ``model.compile(metrics=[NFE(block, "forward",
+    name=...)])``. The backward count is the adjoint pass of the same batch (Keras
     updates metrics after the gradient step); in evaluation it is not updated.
     """
 
@@ -418,9 +480,9 @@ class NFELogger(keras.callbacks.Callback):
     With ``csv_path`` every batch is also appended to that CSV file (epoch, batch,
     nfe_forward, nfe_backward), which survives an interrupted and resumed run.
 
-    The epoch means are added to the epoch logs as ``nfe_forward`` and
-    ``nfe_backward`` (so a ``CSVLogger`` or ``History`` placed after it records them)
-    and kept in ``self.epochs``; per-batch values are in ``self.batches``.
+    The epoch means are kept in ``self.epochs`` and the per-batch values in
+    ``self.batches``; the epoch logs already carry the block's own ``nfe_f`` and
+    ``nfe_b`` (see ``ODEBlock(nfe_name=...)``), so nothing is added to them.
     """
 
     def __init__(self, block: ODEBlock, csv_path: str | None = None):
@@ -453,7 +515,4 @@ class NFELogger(keras.callbacks.Callback):
         if not self._current:
             return
         f, b = np.mean(self._current, axis=0)
-        record = {"epoch": epoch, "nfe_forward": float(f), "nfe_backward": float(b)}
-        self.epochs.append(record)
-        if logs is not None:
-            logs.update(nfe_forward=float(f), nfe_backward=float(b))
+        self.epochs.append({"epoch": epoch, "nfe_forward": float(f), "nfe_backward": float(b)})
