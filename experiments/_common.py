@@ -54,10 +54,25 @@ def single_thread_tf() -> None:
 
 
 def write_json(path: str | Path, payload: dict) -> Path:
-    """Writes ``payload`` as indented JSON, creating the folder."""
+    """Writes ``payload`` as indented JSON, creating the folder; atomically (a file
+    beside it, then renamed), so a run killed while writing leaves the old file whole."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=float) + "\n", encoding="utf-8")
+    text = json.dumps(payload, indent=2, default=float) + "\n"
+    return replace_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def replace_atomically(path: str | Path, write) -> Path:
+    """Calls ``write(tmp)`` on a temporary path beside ``path``, then renames it to
+    ``path`` (an atomic replacement on one file system)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return path
 
 

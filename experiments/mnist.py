@@ -22,6 +22,7 @@ is a CPU run: a few epochs on (by default) the offline subset.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import shutil
@@ -36,6 +37,7 @@ from experiments._common import (  # noqa: E402
     machine,
     markdown_table,
     pyplot,
+    replace_atomically,
     save_figure,
     script_parser,
     write_json,
@@ -92,29 +94,37 @@ def train_model(name: str, data, args, out: Path, extra_callbacks=()) -> dict:
     """The one training loop: compiles, fits with checkpoints, evaluates."""
     import keras
 
-    from tfode.layers import NFE, NFELogger
+    from tfode.layers import NFELogger
 
+    ckpt = out / "checkpoints" / name
+    log_csv = out / f"train_log_{name}.csv"
+    batches_csv = out / f"nfe_batches_{name}.csv"
+    result_json = out / f"result_{name}.json"
+    if args.resume and result_json.exists():
+        print(f"\n== {name}: recorded in {result_json}; not retrained (--resume)", flush=True)
+        return json.loads(result_json.read_text())
     regularizers = {k: getattr(args, k, 0.0) for k in ("kinetic", "jacobian_norm", "steer")
                     if getattr(args, k, 0.0)}
     model = build_model(name, downsampling_kind=args.downsampling, method=args.method,
                         tol=args.tol, rk_steps=args.rk_steps, seed=args.seed,
                         regularizers=regularizers)
     block = ode_block(model)
-    metrics = ["accuracy"]
-    if block is not None:
-        metrics += [NFE(block, "forward"), NFE(block, "backward")]
+    # The ODE block reports nfe_f and nfe_b to the logs by itself.
     model.compile(keras.optimizers.SGD(lr_schedule(args.lr, args.batch_size, (), 0), momentum=0.9),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=metrics, jit_compile=False)
-    ckpt = out / "checkpoints" / name
-    log_csv = out / f"train_log_{name}.csv"
-    batches_csv = out / f"nfe_batches_{name}.csv"
+                  metrics=["accuracy"], jit_compile=False)
     if not args.resume:
         shutil.rmtree(ckpt, ignore_errors=True)
-        for f in (log_csv, batches_csv):
-            f.unlink(missing_ok=True)
+    # The logs keep exactly the epochs the checkpoint holds (none without one), so a
+    # resumed run appends each epoch once.
+    done = backup_epoch(ckpt)
+    for f in (log_csv, batches_csv):
+        keep_epochs(f, done)
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(ckpt)),  # every epoch; resumes
+        # Every epoch, the previous backup kept until the new one is whole; kept after
+        # training too, until the result is recorded.
+        keras.callbacks.BackupAndRestore(str(ckpt), double_checkpoint=True,
+                                         delete_checkpoint=False),
         keras.callbacks.LearningRateScheduler(
             lambda e: lr_schedule(args.lr, args.batch_size, args.boundaries, e)),
         epoch_timer(),
@@ -128,17 +138,46 @@ def train_model(name: str, data, args, out: Path, extra_callbacks=()) -> dict:
     print(f"\n== {name}: {model.count_params():,} parameters, {args.epochs} epochs", flush=True)
     model.fit(train_ds, epochs=args.epochs, callbacks=callbacks, verbose=args.verbose,
               shuffle=False)  # the dataset shuffles itself
-    _, acc, *_ = model.evaluate(test_ds, verbose=0)
+    acc = model.evaluate(test_ds, verbose=0, return_dict=True)["accuracy"]
     rows = read_csv(log_csv)
-    model.save(out / f"{name}.keras")
+    replace_atomically(out / f"{name}.keras", model.save)
     result = {"model": name, "test_error_pct": 100.0 * (1.0 - float(acc)),
               "params": int(model.count_params()),
               "epoch_time_s": float(np.median([float(r["epoch_time_s"]) for r in rows])),
               "epochs": len(rows), "log": rows}
     if block is not None:
-        result["nfe_forward_per_epoch"] = [float(r["nfe_forward"]) for r in rows]
-        result["nfe_backward_per_epoch"] = [float(r["nfe_backward"]) for r in rows]
+        result["nfe_forward_per_epoch"] = [float(r["nfe_f"]) for r in rows]
+        result["nfe_backward_per_epoch"] = [float(r["nfe_b"]) for r in rows]
+    write_json(result_json, result)
+    shutil.rmtree(ckpt, ignore_errors=True)  # recorded: the result is the checkpoint now
     return result
+
+
+def backup_epoch(ckpt: Path) -> int:
+    """The epochs a Keras ``BackupAndRestore`` folder holds (0 without one)."""
+    meta = ckpt / "training_metadata.json"
+    if not (ckpt / "latest.weights.h5").exists() or not meta.exists():
+        return 0
+    return int(json.loads(meta.read_text())["epoch"])
+
+
+def keep_epochs(path: Path, epochs: int) -> None:
+    """Keeps the rows of a per-epoch (or per-batch) CSV log with ``epoch < epochs``."""
+    if not path.exists():
+        return
+    rows = read_csv(path)
+    if not rows or epochs == 0:
+        path.unlink()
+        return
+    kept = [r for r in rows if int(r["epoch"]) < epochs]
+
+    def write(tmp):
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(kept)
+
+    replace_atomically(path, write)
 
 
 def tolerance_sweep(model_path: Path, data, tols, n_images: int = 256) -> list[dict]:
@@ -281,7 +320,6 @@ def main(argv=None):
     results = {}
     for name in args.models.split(","):
         results[name] = train_model(name, data, args, out)
-        write_json(out / f"result_{name}.json", results[name])
 
     memory, memory_rows = {}, []
     if not args.no_memory:

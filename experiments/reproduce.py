@@ -7,7 +7,9 @@ the latent ODE (Table 2, Figures 7 and 8) and, when the optional ``compare`` ext
 Then writes ``OUT/REPORT.md``: each table beside the paper's numbers, the solver
 statistics, and links to every figure. About an hour on two CPU cores;
 ``--reuse`` keeps the experiments whose ``results.json`` exists and only rebuilds what
-is missing; ``--report-only`` rebuilds the report from what is there.
+is missing; ``--report-only`` rebuilds the report from what is there. ``--smoke`` (tiny
+settings, a pipeline check in minutes) writes to ``results-smoke/`` unless ``--out``
+says otherwise, never over the recorded results; the report names every section's mode.
 
     python -m experiments.reproduce
 """
@@ -23,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from experiments._common import markdown_table, script_parser
+from experiments._common import markdown_table, script_parser, write_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +72,9 @@ def run_experiment(exp: Experiment, out: Path, smoke: bool) -> dict:
     argv = [sys.executable, "-m", exp.module, *(exp.smoke if smoke else exp.quick),
             "--out", str(folder)]
     print(f"\n==> {exp.name}: {' '.join(argv[1:])}", flush=True)
+    # What the report says of this section: the mode and the exact command.
+    write_json(folder / "run.json", {"mode": "smoke" if smoke else "quick",
+                                     "command": " ".join(["python", *argv[1:]])})
     start = time.perf_counter()
     with open(folder / "run.log", "w", encoding="utf-8") as log:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -202,6 +207,25 @@ SECTIONS = (
 )
 
 
+MODE_NOTES = {
+    "smoke": " (tiny settings: a check that the pipeline runs; the numbers mean nothing)",
+    "quick": " (the CPU budget: shorter training than the paper's)",
+    "full": " (the experiment's own defaults)",
+}
+
+
+def _mode(folder: Path, name: str, d: dict) -> tuple[str, str]:
+    """The section's mode and command: as run by this script (``run.json``), else
+    read from the experiment's recorded arguments."""
+    run = _load(folder / "run.json")
+    if run and run.get("mode") and run.get("command"):
+        return run["mode"], run["command"]
+    args = d.get("args") or {}
+    mode = "quick" if args.get("quick") else "full"
+    return mode, (f"python -m experiments.{name}" + (" --quick" if mode == "quick" else "")
+                  + f" --out {folder.as_posix()}")
+
+
 def build_report(out: Path, runs: list[dict] | None = None) -> Path:
     """Writes ``out/REPORT.md`` from the ``results.json`` of every experiment under
     ``out`` (missing experiments are listed as such)."""
@@ -218,13 +242,13 @@ def build_report(out: Path, runs: list[dict] | None = None) -> Path:
             lines += [f"Not run (no `{name}/results.json`).", ""]
             continue
         machine = machine or d.get("machine")
-        args = d.get("args") or {}
-        command = f"python -m experiments.{name}" + (" --quick" if args.get("quick") else "")
+        mode, command = _mode(folder, name, d)
+        lines += [f"Mode: **{mode}**" + (MODE_NOTES.get(mode, "")), ""]
         try:
             lines += render(d)
         except (KeyError, TypeError, IndexError) as err:
             lines += [f"(results.json is incomplete: {type(err).__name__}: {err})"]
-        lines += ["", f"Command: `{command} --out {folder.as_posix()}`; wall time "
+        lines += ["", f"Command: `{command}`; wall time "
                   f"{d.get('wall_s', float('nan')) / 60:.1f} min.", ""]
         figures = _figures(folder, out)
         if figures:
@@ -242,6 +266,7 @@ def build_report(out: Path, runs: list[dict] | None = None) -> Path:
     if runs:
         lines += ["## Runs", "", markdown_table(runs, ["name", "returncode", "wall_s",
                                                       "command"]), ""]
+    out.mkdir(parents=True, exist_ok=True)
     path = out / "REPORT.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -249,7 +274,8 @@ def build_report(out: Path, runs: list[dict] | None = None) -> Path:
 
 def main(argv=None):
     parser = script_parser(__doc__)
-    parser.add_argument("--out", default="results", help="results folder")
+    parser.add_argument("--out", default=None,
+                        help="results folder (default: results, or results-smoke with --smoke)")
     parser.add_argument("--only", default="", help="comma list of experiments to run")
     parser.add_argument("--reuse", action="store_true",
                         help="skip experiments whose results.json exists")
@@ -257,7 +283,7 @@ def main(argv=None):
     parser.add_argument("--smoke", action="store_true",
                         help="tiny settings for every experiment (a pipeline check, minutes)")
     args = parser.parse_args(argv)
-    out = Path(args.out)
+    out = Path(args.out or ("results-smoke" if args.smoke else "results"))
     only = {x for x in args.only.split(",") if x}
     unknown = only - {e.name for e in EXPERIMENTS}
     if unknown:

@@ -25,6 +25,10 @@ def test_smoke_run_writes_a_report_with_tables_paper_numbers_and_live_links(tmp_
     for link in links:
         assert (tmp_path / link).is_file(), link
     assert "| ode_demo | 0 |" in report and "| latent_ode | 0 |" in report
+    # Every section run names its mode and its exact command (not --quick).
+    assert report.count("Mode: **smoke**") == 2
+    assert "python -m experiments.ode_demo --niters 6 --test-every 3 --out" in report
+    assert "experiments.latent_ode --quick" not in report
     # --report-only rebuilds the same report from the results on disk.
     before = report.split("## Runs")[0]
     assert reproduce.main(["--report-only", "--out", str(tmp_path)]) == 0
@@ -37,3 +41,10 @@ def test_unknown_experiment_is_refused(capsys):
     with pytest.raises(SystemExit):
         reproduce.main(["--only", "mnist,spirals"])
     assert "unknown experiment(s) ['spirals']" in capsys.readouterr().err
+
+
+def test_a_smoke_run_never_writes_into_results_by_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert reproduce.main(["--smoke", "--report-only"]) == 0
+    assert (tmp_path / "results-smoke" / "REPORT.md").is_file()
+    assert not (tmp_path / "results").exists()
