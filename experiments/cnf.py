@@ -197,11 +197,16 @@ def plot_likelihood(name, data, cnf, nf, path: Path) -> None:
                           times=[cnf.t0] + [cnf.t0 + f * (cnf.t1 - cnf.t0) for f in SNAPSHOTS])
     u = nf.constrained_u()
     for row, (label, model) in enumerate((("CNF", cnf), ("NF", nf))):
-        ax[row, 0].hist2d(data[:, 0], data[:, 1], bins=80, range=lim, cmap="inferno")
+        *_, image = ax[row, 0].hist2d(data[:, 0], data[:, 1], bins=80, range=lim,
+                                      cmap="inferno")
+        fig.colorbar(image, ax=ax[row, 0], label="samples per bin")
         ax[row, 0].set_title(f"{name}: data")
         dens = np.exp(model.log_prob(grid).numpy()).reshape(80, 80)
-        ax[row, 1].imshow(dens, origin="lower", extent=(-2, 2, -2, 2), cmap="inferno")
+        image = ax[row, 1].imshow(dens, origin="lower", extent=(-2, 2, -2, 2), cmap="inferno")
+        fig.colorbar(image, ax=ax[row, 1], label="density p(x)")
         ax[row, 1].set_title(f"{label} density")
+        for a in ax[row]:
+            a.set(xlabel="$x_1$", ylabel="$x_2$")
         for i, f in enumerate(SNAPSHOTS):
             if label == "CNF":
                 x = zs[i + 1].numpy()

@@ -236,6 +236,52 @@ def figure3(out: Path, sweep, batches_csv: Path, epochs_nfe, paper_note: str) ->
     return save_figure(fig, out / "figure3.png")
 
 
+def regularizer_label(args: dict) -> str:
+    """The ODE-Net's regularisers in words (``"no regulariser"`` without any)."""
+    parts = [f"{label} {args[key]:g}" for key, label in (
+        ("kinetic", "kinetic"), ("jacobian_norm", "Jacobian norm"), ("steer", "STEER"))
+        if args.get(key)]
+    return ", ".join(parts) if parts else "no regulariser"
+
+
+def render_figure3(out: Path, args: dict, odenet: dict, sweep: list[dict]) -> Path:
+    """Figure 3 of a run from what it recorded, titled with its solver and regularisers."""
+    ratio = np.array(odenet["nfe_backward_per_epoch"]) / np.array(
+        odenet["nfe_forward_per_epoch"])
+    note = (f"tfode ODE-Net, {args['method']} at {args['tol']:g}, {regularizer_label(args)}; "
+            f"mean NFE-B / NFE-F = {ratio.mean():.2f} (paper: about 0.5)")
+    return figure3(out, sweep, out / "nfe_batches_odenet.csv",
+                   odenet["nfe_forward_per_epoch"], note)
+
+
+def plot_runs(folders: list[Path], path: Path) -> Path:
+    """Runs of the ODE-Net side by side (e.g. with and without regularisers): NFE-F and
+    NFE-B per epoch and the test error, each run labelled with its regularisers; each
+    run's own Figure 3 is drawn again with its regularisers in the title."""
+    plt = pyplot()
+
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4))
+    labels, errors = [], []
+    for folder in folders:
+        d = json.loads((folder / "results.json").read_text())
+        odenet, label = d["results"]["odenet"], regularizer_label(d["args"])
+        epochs = np.arange(1, len(odenet["nfe_forward_per_epoch"]) + 1)
+        ax[0].plot(epochs, odenet["nfe_forward_per_epoch"], "o-", label=label)
+        ax[1].plot(epochs, odenet["nfe_backward_per_epoch"], "o-", label=label)
+        labels.append(label.replace(", ", "\n"))
+        errors.append(odenet["test_error_pct"])
+        render_figure3(folder, d["args"], odenet, d.get("figure3_sweep") or [])
+    ax[0].set(xlabel="epoch", ylabel="NFE forward (epoch mean)", title="forward evaluations")
+    ax[1].set(xlabel="epoch", ylabel="NFE backward (epoch mean)", title="backward evaluations")
+    ax[2].bar(range(len(errors)), errors, tick_label=labels)
+    ax[2].set(ylabel="test error (%)", title="test error")
+    ax[2].tick_params(axis="x", labelsize=7)
+    for a in ax[:2]:
+        a.legend(fontsize=7)
+    fig.suptitle("ODE-Net with and without regularisers (same data, epochs and solver)")
+    return save_figure(fig, path)
+
+
 def write_table1(out: Path, results: dict, memory: dict, data_info: dict) -> str:
     rows = []
     for name in MODELS:
@@ -295,7 +341,14 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--verbose", type=int, default=1, help="Keras fit verbosity")
     parser.add_argument("--out", default="results/mnist", help="output folder")
+    parser.add_argument("--plot-runs", default="",
+                        help="comma list of finished run folders: plot them side by side into "
+                             "OUT/runs.png (and redraw each one's figure3.png), then exit")
     args = parser.parse_args(argv)
+    if args.plot_runs:
+        path = plot_runs([Path(f) for f in args.plot_runs.split(",")], Path(args.out) / "runs.png")
+        print(f"wrote {path}")
+        return {"runs_png": str(path)}
     if args.quick:
         if args.epochs == PAPER_EPOCHS:
             args.epochs = 8
@@ -344,12 +397,7 @@ def main(argv=None):
         print("\n== Figure 3: tolerance sweep of the trained ODE-Net", flush=True)
         sweep = tolerance_sweep(out / "odenet.keras", data,
                                 [float(x) for x in args.sweep_tols.split(",")])
-        ratio = np.array(results["odenet"]["nfe_backward_per_epoch"]) / np.array(
-            results["odenet"]["nfe_forward_per_epoch"])
-        fig3 = figure3(out, sweep, out / "nfe_batches_odenet.csv",
-                       results["odenet"]["nfe_forward_per_epoch"],
-                       f"tfode ODE-Net, {args.method} at {args.tol:g}; mean NFE-B / NFE-F = "
-                       f"{ratio.mean():.2f} (paper: about 0.5)")
+        fig3 = render_figure3(out, vars(args), results["odenet"], sweep)
     summary = {"experiment": "mnist", "args": {k: v for k, v in vars(args).items()},
                "machine": machine(), "data": data.describe(), "table1": table,
                "results": {k: {kk: vv for kk, vv in v.items() if kk != "log"}

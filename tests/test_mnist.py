@@ -4,6 +4,7 @@ import argparse
 import builtins
 import csv
 import json
+import pathlib
 
 import keras
 import numpy as np
@@ -128,6 +129,26 @@ def test_json_results_are_written_atomically(tmp_path, monkeypatch):
         _common.write_json(path, {"a": 2})
     assert json.loads(path.read_text()) == {"a": 1}  # the old file is whole
     assert list(tmp_path.iterdir()) == [path]  # and no temporary file is left
+
+
+def test_regulariser_runs_are_named_and_plotted_together(tmp_path):
+    assert mnist.regularizer_label({"kinetic": 0.0}) == "no regulariser"
+    assert mnist.regularizer_label({"kinetic": 1e-4, "jacobian_norm": 0.01}) == (
+        "kinetic 0.0001, Jacobian norm 0.01")
+    folders = []
+    for name, kinetic in (("none", 0.0), ("kinetic", 1e-4)):
+        folder = tmp_path / name
+        folder.mkdir()
+        odenet = {"test_error_pct": 50.0, "nfe_forward_per_epoch": [20.0, 18.0],
+                  "nfe_backward_per_epoch": [19.0, 17.0]}
+        mnist.write_json(folder / "results.json", {
+            "args": {"kinetic": kinetic, "method": "adams", "tol": 1e-3},
+            "results": {"odenet": odenet}, "figure3_sweep": [
+                {"nfe_forward": 10, "relative_error": 1e-2, "forward_time_s": 0.1}]})
+        folders.append(folder)
+    out = mnist.main(["--plot-runs", ",".join(map(str, folders)), "--out", str(tmp_path)])
+    assert pathlib.Path(out["runs_png"]).stat().st_size > 10_000
+    assert all((f / "figure3.png").exists() for f in folders)
 
 
 def test_lr_schedule_is_the_reference_one():
