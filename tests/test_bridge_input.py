@@ -109,11 +109,11 @@ def _resident_mib() -> float:
 @pytest.mark.parametrize("method", COMPILED)
 def test_thousands_of_solves_keep_resident_memory_flat(method, dense):
     # SciPy 1.17.1's lsoda wrapper keeps a reference to its work arrays on every call
-    # (about 37 KiB per solve here) and the DOPRI wrappers to their callbacks (about
-    # 4 KiB per solve, the work array with them): 2,000 solves would grow by 8 to 70 MiB.
+    # (about 140 KiB per solve here) and the DOPRI wrappers to their callbacks (about
+    # 8 KiB per solve, the work array with them): 1,000 solves would grow by 8 to 140 MiB.
     rng = np.random.default_rng(0)
-    a = -np.eye(64) + 0.1 * rng.standard_normal((64, 64))
-    y0, t = np.ones(64), np.linspace(0.0, 1.0, 5)
+    a = -np.eye(128) + 0.05 * rng.standard_normal((128, 128))
+    y0, t = np.ones(128), np.linspace(0.0, 1.0, 5)
     run = sb.dense_solve if dense else sb.solve
 
     def solve_many(count):
@@ -121,7 +121,7 @@ def test_thousands_of_solves_keep_resident_memory_flat(method, dense):
             run(lambda s, y: a @ y, y0, t, method=method, rtol=1e-5, atol=1e-7)
         gc.collect()
 
-    solve_many(200)
+    solve_many(100)
     before = _resident_mib()
-    solve_many(2000)
+    solve_many(1000)
     assert _resident_mib() - before < 3.0

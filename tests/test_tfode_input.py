@@ -193,31 +193,29 @@ DETERMINISM = textwrap.dedent("""
     # Unrelated variables first, as many as the argument says: the model's variables
     # then sit at other addresses.
     junk = [tf.Variable(1.0) for _ in range(int(sys.argv[1]))]
-    keras.utils.set_random_seed(0)
-    block = ODEBlock(ConcatMLP((16, 16)), method=sys.argv[2], rtol=1e-5, atol=1e-5)
-    x = tf.constant(np.random.default_rng(0).normal(size=(8, 3)), tf.float32)
-    block(x)
-    with tf.GradientTape() as tape:
-        loss = tf.reduce_sum(block(x) ** 2)
-    grads = tape.gradient(loss, block.trainable_variables)
     h = hashlib.sha256()
-    for g in grads:
-        h.update(g.numpy().tobytes())
+    for method in ("lsoda", "adams", "dopri5"):
+        keras.utils.set_random_seed(0)
+        block = ODEBlock(ConcatMLP((16, 16)), method=method, rtol=1e-5, atol=1e-5)
+        x = tf.constant(np.random.default_rng(0).normal(size=(8, 3)), tf.float32)
+        block(x)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(block(x) ** 2)
+        for g in tape.gradient(loss, block.trainable_variables):
+            h.update(g.numpy().tobytes())
     print(h.hexdigest())
 """)
 
 
-@pytest.mark.parametrize("method", ["adams", "dopri5"])
-def test_same_model_inputs_and_seeds_give_bitwise_equal_gradients_in_any_process(method,
-                                                                                  tmp_path):
+def test_same_model_inputs_and_seeds_give_bitwise_equal_gradients_in_any_process(tmp_path):
     script = tmp_path / "grad.py"
     script.write_text(DETERMINISM)
     env = dict(os.environ, PYTHONHASHSEED="random")
-    digests = {subprocess.run([sys.executable, str(script), str(junk), method],
+    digests = {subprocess.run([sys.executable, str(script), str(junk)],
                               capture_output=True, text=True, check=True, env=env,
                               cwd=os.path.dirname(os.path.dirname(__file__))
                               ).stdout.split()[-1]
-               for junk in (0, 5, 37)}
+               for junk in (0, 37)}
     assert len(digests) == 1
 
 

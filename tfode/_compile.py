@@ -355,14 +355,14 @@ class CompiledDynamics:
             self.variables = discovered
         else:
             self.variables = list(variables)
-            given = {id(_unwrap(v)) for v in self.variables}
+            given = {id(unwrap_variable(v)) for v in self.variables}
             missed = [v for v in discovered if id(v) not in given]
             if missed:
                 _tfx.warn_at_caller(
                     f"The dynamics read trainable variable(s) {[v.name for v in missed]} that "
                     "are not in variables=; they will get no gradient. Leave variables=None "
                     "to let tfode find every variable, or add them.")
-            self.variables = [_unwrap(v) for v in self.variables]
+            self.variables = [unwrap_variable(v) for v in self.variables]
         self._callbacks: dict[tuple, Callbacks] = {}
         self._lock = threading.Lock()
 
@@ -380,7 +380,7 @@ class CompiledDynamics:
         return cb
 
 
-def _unwrap(v):
+def unwrap_variable(v):
     """The ``tf.Variable`` behind a Keras 3 variable (or ``v`` itself)."""
     inner = getattr(v, "value", None)
     return inner if isinstance(inner, tf.Variable) else v

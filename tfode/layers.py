@@ -31,6 +31,7 @@ if keras.backend.backend() != "tensorflow":
 
 from tfode import _tf_internals as _tfx  # noqa: E402
 from tfode._adjoints import Adjoint, Backsolve, as_adjoint  # noqa: E402
+from tfode._compile import unwrap_variable as _unwrap  # noqa: E402
 from tfode._odeint import _ADJOINT_ARGUMENTS as _LEGACY  # noqa: E402
 from tfode._odeint import odeint, refuse_legacy_arguments  # noqa: E402
 from tfode._regularize import RegularizedDynamics  # noqa: E402
@@ -428,12 +429,6 @@ class _PassMean(keras.metrics.Metric):
     def reset_state(self):
         self.total.assign(0.0)
         self.count.assign(0.0)
-
-
-def _unwrap(v):
-    """The ``tf.Variable`` behind a Keras variable."""
-    inner = getattr(v, "value", None)
-    return inner if isinstance(inner, tf.Variable) else v
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
