@@ -30,6 +30,7 @@ from solvers_bridge._methods import (
     DEFAULT_MAX_STEPS,
     METHODS,
     Method,
+    check_option,
     get_method,
 )
 from solvers_bridge._quadrature import (
@@ -62,6 +63,7 @@ __all__ = [
     "SolverError",
     "adjoint",
     "block_layout",
+    "check_option",
     "check_times",
     "checkpoint_grid",
     "checkpointed_adjoint",

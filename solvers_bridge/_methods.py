@@ -78,7 +78,7 @@ _INTEGER_OPTIONS = {"max_steps": 1, "max_fd_jacobian_size": 0, "lband": 0, "uban
                     "order": 1, "max_order_ns": 1, "max_order_s": 1}
 
 
-def _check_option(key: str, value):
+def check_option(key: str, value):
     """The option's value as a Python number, or a clear error for a wrong one."""
     if value is None:
         return None
@@ -176,7 +176,7 @@ class Method:
             raise ValueError(
                 f"rtol and atol are both zero{where}: no solver can meet a zero error. Give "
                 "a positive rtol (relative error) or atol (absolute error), e.g. rtol=1e-7.")
-        options = {k: _check_option(k, v) for k, v in options.items()}
+        options = {k: check_option(k, v) for k, v in options.items()}
         if (options.get("min_step") or 0) > (options.get("max_step") or np.inf):
             raise ValueError(f"min_step={options['min_step']!r} is larger than "
                              f"max_step={options['max_step']!r}; give min_step <= max_step.")

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 import solvers_bridge as sb
 from tfode import _tf_internals as _tfx
+from tfode._adaptive import ADAPTIVE_OPTIONS, PAIRS, adaptive_odeint, raise_if_failed
 from tfode._adjoints import Adjoint, SolveSpec, as_adjoint
 from tfode._compile import compile_dynamics, tracing_integrators
 from tfode._fixed import FIXED_OPTIONS, TABLEAUX, fixed_odeint, steps_per_interval
@@ -45,12 +46,13 @@ def methods() -> dict[str, dict]:
     out = {}
     for name, cls in sorted(sb.METHODS.items()):
         out[name] = dict(cls.capabilities(), in_graph=False)
-    for name in sorted(TABLEAUX):
-        out[name] = {"name": name, "scipy_call": None, "integrator": None, "reentrant": True,
-                     "stiff": False, "jacobians": [], "fd_jacobian": False,
-                     "vector_tolerances": False, "dense_output": None,
-                     "operations": ["solve"], "options": sorted(FIXED_OPTIONS),
-                     "in_graph": True}
+    for names, options in ((sorted(PAIRS), ADAPTIVE_OPTIONS), (sorted(TABLEAUX), FIXED_OPTIONS)):
+        for name in names:
+            out[name] = {"name": name, "scipy_call": None, "integrator": None,
+                         "reentrant": True, "stiff": False, "jacobians": [],
+                         "fd_jacobian": False, "vector_tolerances": False,
+                         "dense_output": None, "operations": ["solve"],
+                         "options": sorted(options), "in_graph": True}
     return out
 
 
@@ -76,7 +78,8 @@ def refuse_legacy_arguments(kwargs: dict, where: str = "odeint") -> None:
 
 @tf.autograph.experimental.do_not_convert
 def odeint(func: Callable, y0, t, *, method: str = "lsoda", rtol=None, atol=None,
-           options: dict | None = None, adjoint: str | Adjoint = "backsolve", variables=None,
+           options: dict | None = None, adjoint: str | Adjoint | None = None,
+           variables=None,
            stats: SolveStats | None = None, jit_compile="auto", name: str | None = None,
            **unknown) -> tf.Tensor:
     """Solves ``dy/dt = func(t, y)`` and returns ``y`` at every time in ``t``, differentiably.
@@ -91,7 +94,9 @@ def odeint(func: Callable, y0, t, *, method: str = "lsoda", rtol=None, atol=None
         t: 1-D output times, strictly increasing or decreasing.
         method: A SciPy method (:func:`tfode.methods`): ``lsoda`` (default),
             ``adams`` (VODE implicit Adams, the paper's), ``bdf``, ``odeint``,
-            ``dopri5``, ``dop853``, ``radau``, ``rk45``, ``rk23``; or a fixed-step
+            ``dopri5``, ``dop853``, ``radau``, ``rk45``, ``rk23``; an adaptive in-graph
+            pair, backpropagated through its steps (fast, XLA-compilable, memory
+            growing with the steps): ``tf_dopri5``, ``tf_bosh3``; or a fixed-step
             in-graph method: ``euler``, ``midpoint``, ``rk4``. One name is one
             integrator in the forward solve, every adjoint and events.
         rtol: Relative tolerance (SciPy methods); default 1e-7 for a float64 state,
@@ -147,8 +152,8 @@ def odeint(func: Callable, y0, t, *, method: str = "lsoda", rtol=None, atol=None
         if t_static is not None:
             sb.check_times(t_static)
         options = dict(options or {})
-        if method in TABLEAUX:
-            return _fixed(func, y0, t, method, options, stats)
+        if method in TABLEAUX or method in PAIRS:
+            return _in_graph(func, y0, t, method, rtol, atol, options, adjoint, stats)
         op = _Op(func, y0, method, rtol, atol, options, adjoint, variables, stats, jit_compile)
         return op.solve(y0, t)
 
@@ -163,28 +168,54 @@ def check_state(y0) -> tf.Tensor:
     return y0
 
 
-def _fixed(func, y0, t, method, options, stats):
-    unknown = sorted(set(options) - FIXED_OPTIONS)
+def _in_graph(func, y0, t, method, rtol, atol, options, adjoint, stats):
+    """The in-graph methods: fixed steps, or an adaptive pair; backpropagated."""
+    allowed = FIXED_OPTIONS if method in TABLEAUX else ADAPTIVE_OPTIONS
+    unknown = sorted(set(options) - allowed)
     if unknown:
-        raise TypeError(f"Unknown option(s) {unknown} for fixed-step method '{method}'. "
-                        f"Its options are {sorted(FIXED_OPTIONS)}.")
+        raise TypeError(f"Unknown option(s) {unknown} for in-graph method '{method}'. "
+                        f"Its options are {sorted(allowed)}.")
+    if adjoint not in (None, "backsolve"):  # (the name of every block's default)
+        raise ValueError(
+            f"method={method!r} runs in the TensorFlow graph and is differentiated by "
+            "backpropagation through its steps; adjoint= applies to the SciPy methods "
+            f"({', '.join(sorted(sb.METHODS))}). Drop adjoint=, or pick a SciPy method.")
     if t.shape[0] is None:
-        raise ValueError("Fixed-step methods need the number of output times when the graph "
+        raise ValueError("In-graph methods need the number of output times when the graph "
                          "is built; t has an unknown length.")
-    counts = steps_per_interval(t, **options)
-    ys, nfev = fixed_odeint(func, y0, t, method, counts)
+    if method in TABLEAUX:
+        counts = steps_per_interval(t, **options)
+        ys, nfev = fixed_odeint(func, y0, t, method, counts)
+        vector = tf.constant([nfev, 0, sum(counts), 0, 0], tf.int64)
+    else:
+        options = {key: sb.check_option(key, value) for key, value in options.items()}
+        default_rtol, default_atol = default_tolerances(y0.dtype)
+        rtol = default_rtol if rtol is None else float(rtol)
+        atol = default_atol if atol is None else float(atol)
+        if not (rtol > 0 or atol > 0):
+            raise ValueError("rtol and atol are both zero: no solver can meet a zero error. "
+                             "Give a positive rtol or atol.")
+
+        def solve(y0, t):
+            return adaptive_odeint(func, y0, t, method, rtol, atol, **options)
+
+        if tf.executing_eagerly():  # one graph for the loop, not an op at a time
+            ys, vector, where = tf.function(solve, autograph=False)(y0, t)
+            raise_if_failed(method, vector, where)
+        else:
+            ys, vector, _ = solve(y0, t)
     if stats is None:
         return ys
-    vector = [nfev, 0, sum(counts), 0, 0]
     with tf.control_dependencies(stats.record("forward", vector)):
         ys = tf.identity(ys)
+    # Backpropagation through the steps takes one VJP per forward evaluation: recorded
+    # when (and only when) the gradient is computed.
+    backward = tf.concat([vector[:1], tf.zeros([4], tf.int64)], 0)
 
     @tf.custom_gradient
     def mark_backward(x):
-        # Backpropagation through the steps takes one VJP per forward evaluation:
-        # recorded when (and only when) the gradient is computed.
         def grad(dy):
-            with tf.control_dependencies(stats.record("backward", vector)):
+            with tf.control_dependencies(stats.record("backward", backward)):
                 return tf.identity(dy)
 
         return tf.identity(x), grad
@@ -208,7 +239,7 @@ class _Op:
                     f"options[{moved!r}] is an argument of the adjoint now: e.g. "
                     f"adjoint=tfode.Checkpointed({moved}={options[moved]!r}) or "
                     f"tfode.Quadrature(nodes=...).")
-        self.adjoint = as_adjoint(adjoint)
+        self.adjoint = as_adjoint("backsolve" if adjoint is None else adjoint)
         integrator = cls.integrator
         if integrator is not None and integrator in tracing_integrators():
             raise sb.NestedSolveError(

@@ -1,0 +1,135 @@
+"""The in-graph adaptive pairs (tf_dopri5, tf_bosh3): values and gradients against the
+closed forms of the shared catalogue, both directions, XLA, statistics, failures."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from problems import BY_NAME, CATALOGUE
+
+import solvers_bridge as sb
+import tfode
+
+PAIRS = ["tf_dopri5", "tf_bosh3"]
+F64 = tf.float64
+
+
+def tf_problem(problem):
+    p = tf.Variable(problem.params, dtype=F64)
+    return p, (lambda t, y: problem.tf_f(t, y, p))
+
+
+@pytest.mark.parametrize("method", PAIRS)
+@pytest.mark.parametrize("problem", CATALOGUE, ids=lambda p: p.name)
+def test_values_and_backpropagated_gradients_match_closed_form(method, problem):
+    p, func = tf_problem(problem)
+    t = tf.constant([0.0, 0.4, 0.9, 1.5], F64)
+    y0 = tf.constant(problem.y0, F64)
+    w = np.random.default_rng(11).normal(size=(4, problem.y0.size))
+    with tf.GradientTape() as tape:
+        tape.watch([y0, t])
+        ys = tfode.odeint(func, y0, t, method=method, rtol=1e-10, atol=1e-12)
+        loss = tf.reduce_sum(w * ys)
+    gy0, gt, gp = tape.gradient(loss, [y0, t, p])
+    np.testing.assert_allclose(ys.numpy(), problem.exact(t.numpy(), 0.0, problem.y0,
+                                                         problem.params), rtol=1e-7, atol=1e-9)
+    ey0, ep, et = problem.loss_grads(t.numpy(), w)
+    np.testing.assert_allclose(gy0.numpy(), ey0, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(gp.numpy(), ep, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(gt.numpy(), et, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("method", PAIRS)
+def test_reverse_time_and_the_error_tracks_the_tolerance(method):
+    problem = BY_NAME["linear"]
+    _, func = tf_problem(problem)
+    t = np.array([1.5, 0.7, 0.0])
+    errors = []
+    for tol in (1e-4, 1e-7, 1e-10):
+        ys = tfode.odeint(func, tf.constant(problem.y0, F64), t, method=method, rtol=tol,
+                          atol=tol).numpy()
+        exact = problem.exact(t, t[0], problem.y0, problem.params)
+        errors.append(np.max(np.abs(ys - exact) / (tol + tol * np.abs(exact))))
+    assert max(errors) < 50  # tolerance-normalised error
+    assert errors[-1] < 50 and np.isfinite(errors).all()
+
+
+@pytest.mark.parametrize("method", PAIRS)
+def test_xla_compiled_solve_and_gradient_agree_with_eager(method):
+    problem = BY_NAME["riccati"]
+    p, func = tf_problem(problem)
+    y0, t = tf.constant(problem.y0, F64), tf.constant([0.0, 0.5, 1.0], F64)
+
+    def run():
+        with tf.GradientTape() as tape:
+            ys = tfode.odeint(func, y0, t, method=method, rtol=1e-8, atol=1e-10)
+            loss = tf.reduce_sum(ys ** 2)
+        return ys, tape.gradient(loss, p)
+
+    ys, g = run()
+    ys_x, g_x = tf.function(run, jit_compile=True)()
+    np.testing.assert_allclose(ys_x.numpy(), ys.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(g_x.numpy(), g.numpy(), rtol=1e-10)
+
+
+def test_statistics_count_every_evaluation_and_the_backward_pass_when_taken():
+    calls = tf.Variable(0, dtype=tf.int64)
+    problem = BY_NAME["decay"]
+    p = tf.Variable(problem.params, dtype=F64)
+
+    def func(t, y):
+        with tf.control_dependencies([calls.assign_add(1)]):  # one per evaluation
+            return problem.tf_f(t, y, p)
+
+    stats = tfode.SolveStats()
+    with tf.GradientTape() as tape:
+        ys = tfode.odeint(func, tf.constant(problem.y0, F64), [0.0, 1.0], method="tf_dopri5",
+                          rtol=1e-8, atol=1e-10, stats=stats)
+        loss = tf.reduce_sum(ys)
+    d = stats.as_dict()
+    assert d["nfe_forward"] == int(calls.numpy()) and d["steps_forward"] > 0
+    assert d["nfe_backward"] == 0
+    tape.gradient(loss, p)
+    assert stats.as_dict()["nfe_backward"] == d["nfe_forward"]
+
+
+def test_step_budget_fails_eagerly_and_leaves_nan_in_a_graph():
+    func = lambda t, y: -1000.0 * y  # noqa: E731 - stiff: an explicit pair needs many steps
+    y0 = tf.ones([2], F64)
+    with pytest.raises(sb.SolverError, match="step budget was exhausted"):
+        tfode.odeint(func, y0, [0.0, 1.0], method="tf_dopri5", options={"max_steps": 5})
+    stats = tfode.SolveStats()
+    ys = tf.function(lambda: tfode.odeint(func, y0, [0.0, 1.0], method="tf_dopri5",
+                                          options={"max_steps": 5}, stats=stats))()
+    assert np.isnan(ys.numpy()[-1]).all() and stats.as_dict()["status_forward"] == 1
+
+
+def test_adjoint_and_unknown_options_are_refused():
+    func = lambda t, y: -y  # noqa: E731
+    with pytest.raises(ValueError, match="backpropagation through its steps"):
+        tfode.odeint(func, tf.ones([2], F64), [0.0, 1.0], method="tf_dopri5",
+                     adjoint="quadrature")
+    with pytest.raises(TypeError, match="Unknown option"):
+        tfode.odeint(func, tf.ones([2], F64), [0.0, 1.0], method="tf_bosh3",
+                     options={"lband": 1})
+
+
+def test_float32_states_and_an_ode_block_train_with_the_fast_path():
+    import keras
+
+    from tfode.layers import ConcatMLP, ODEBlock
+
+    x = np.random.default_rng(0).normal(size=(64, 2)).astype("float32")
+    y = (x[:, 0] * x[:, 1] > 0).astype("float32")
+    block = ODEBlock(ConcatMLP((8,)), method="tf_dopri5", rtol=1e-4, atol=1e-4)
+    model = keras.Sequential([keras.Input((2,)), block,
+                              keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(keras.optimizers.Adam(0.05), "binary_crossentropy")
+    history = model.fit(x, y, batch_size=16, epochs=3, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert min(history.history["nfe_f"]) > 0 and min(history.history["nfe_b"]) > 0
+
+
+def test_the_pairs_are_in_the_method_registry():
+    methods = tfode.methods()
+    for name in PAIRS:
+        assert methods[name]["in_graph"] and methods[name]["operations"] == ["solve"]
