@@ -290,3 +290,14 @@ def test_experiment_tiny_run_writes_table_figures_and_resumes(tmp_path):
     again = latent_ode.main(argv + ["--resume", "--skip", "poisson"])
     assert [r["train_s"] for r in again["runs"]] == [r["train_s"] for r in summary["runs"]]
     assert json.loads((tmp_path / "rows.json").read_text()) == again["runs"]
+
+
+def test_b4_benchmark_runs_both_paths_and_writes_json(tmp_path):
+    from experiments import bench_latent
+
+    rows = bench_latent.main(["--batch", "4", "--n-obs", "5", "--tols", "1e-4", "--repeats",
+                              "1", "--out", str(tmp_path)])
+    assert [r["method"] for r in rows] == ["odeint", "tf_dopri5"]
+    assert all(r["grad_rel_error"] < 1e-2 and r["step_s"] > 0 for r in rows)
+    saved = json.loads((tmp_path / "latent_b4_default_threads.json").read_text())
+    assert saved["machine"]["cores"] and len(saved["rows"]) == 2

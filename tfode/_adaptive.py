@@ -77,7 +77,7 @@ def adaptive_odeint(func, y0: tf.Tensor, t: tf.Tensor, method: str, rtol: float,
     pair = PAIRS[method]
     dtype = y0.dtype
     tt = tf.cast(t, dtype)
-    n_t = tt.shape[0]
+    n_t = tt.shape[0] if tt.shape[0] is not None else tf.shape(tt)[0]  # static if known
     sign = tf.sign(tt[-1] - tt[0])
     sign = tf.where(sign == 0, tf.ones_like(sign), sign)
     rtol, atol = tf.constant(rtol, dtype), tf.constant(atol, dtype)
@@ -107,7 +107,7 @@ def adaptive_odeint(func, y0: tf.Tensor, t: tf.Tensor, method: str, rtol: float,
     stages = len(pair.c)
     nan = tf.fill(tf.concat([[n_t], tf.shape(y0)], 0), tf.constant(np.nan, dtype))
     ys = tf.tensor_scatter_nd_update(nan, [[0]], y0[None])
-    index_shape = [n_t] + [1] * y0.shape.rank
+    index_shape = tf.concat([[n_t], tf.ones([tf.rank(y0)], tf.int32)], 0)
 
     def step(s, y, fy, h, i, ys, nfev, accepted, rejected, here):
         remaining = tt[i] - s
@@ -149,7 +149,8 @@ def adaptive_odeint(func, y0: tf.Tensor, t: tf.Tensor, method: str, rtol: float,
     state = (tt[0], y0, f0, h, tf.constant(1, tf.int32), ys, tf.constant(nfev0, tf.int32),
              zero, zero, zero)
     s, y, fy, h, i, ys, nfev, accepted, rejected, here = tf.while_loop(
-        going, step, state, maximum_iterations=max_steps * max(n_t - 1, 1) * 4)
+        going, step, state,
+        maximum_iterations=max_steps * 4 * tf.maximum(n_t - 1, 1))  # rejections included
     status = tf.cast(i < n_t, tf.int64)
     zero64 = tf.constant(0, tf.int64)
     stats = tf.stack([tf.cast(nfev, tf.int64), zero64, tf.cast(accepted, tf.int64), zero64,

@@ -180,10 +180,10 @@ def _in_graph(func, y0, t, method, rtol, atol, options, adjoint, stats):
             f"method={method!r} runs in the TensorFlow graph and is differentiated by "
             "backpropagation through its steps; adjoint= applies to the SciPy methods "
             f"({', '.join(sorted(sb.METHODS))}). Drop adjoint=, or pick a SciPy method.")
-    if t.shape[0] is None:
-        raise ValueError("In-graph methods need the number of output times when the graph "
-                         "is built; t has an unknown length.")
     if method in TABLEAUX:
+        if t.shape[0] is None:
+            raise ValueError("Fixed-step methods need the number of output times when the "
+                             "graph is built; t has an unknown length.")
         counts = steps_per_interval(t, **options)
         ys, nfev = fixed_odeint(func, y0, t, method, counts)
         vector = tf.constant([nfev, 0, sum(counts), 0, 0], tf.int64)
