@@ -108,6 +108,9 @@ def test_adjoint_and_unknown_options_are_refused():
     with pytest.raises(ValueError, match="backpropagation through its steps"):
         tfode.odeint(func, tf.ones([2], F64), [0.0, 1.0], method="tf_dopri5",
                      adjoint="quadrature")
+    with pytest.raises(ValueError, match="solves to output times only"):
+        tfode.odeint_event(func, tf.ones([2], F64), 0.0, lambda t, y: y[0] - 0.5, t_max=2.0,
+                           method="tf_dopri5")
     with pytest.raises(TypeError, match="Unknown option"):
         tfode.odeint(func, tf.ones([2], F64), [0.0, 1.0], method="tf_bosh3",
                      options={"lband": 1})

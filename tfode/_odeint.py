@@ -173,7 +173,8 @@ def _in_graph(func, y0, t, method, rtol, atol, options, adjoint, stats):
     allowed = FIXED_OPTIONS if method in TABLEAUX else ADAPTIVE_OPTIONS
     unknown = sorted(set(options) - allowed)
     if unknown:
-        raise TypeError(f"Unknown option(s) {unknown} for in-graph method '{method}'. "
+        kind = "fixed-step" if method in TABLEAUX else "in-graph adaptive"
+        raise TypeError(f"Unknown option(s) {unknown} for {kind} method '{method}'. "
                         f"Its options are {sorted(allowed)}.")
     if adjoint not in (None, "backsolve"):  # (the name of every block's default)
         raise ValueError(
@@ -230,6 +231,10 @@ class _Op:
     def __init__(self, func, y0, method, rtol, atol, options, adjoint, variables, stats,
                  jit_compile):
         cls = sb.get_method(method) if method in sb.METHODS else None
+        if method in PAIRS or method in TABLEAUX:
+            raise ValueError(f"method={method!r} runs in the TensorFlow graph and solves to "
+                             "output times only; this operation takes the SciPy methods: "
+                             f"{', '.join(sorted(sb.METHODS))}.")
         if cls is None:
             raise ValueError(f"Unknown method {method!r}. Valid methods are: "
                              f"{', '.join(methods())}.")
