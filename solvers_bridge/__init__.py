@@ -30,6 +30,7 @@ from solvers_bridge._methods import (
     DEFAULT_MAX_STEPS,
     METHODS,
     Method,
+    check_error_control,
     check_option,
     get_method,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "SolverError",
     "adjoint",
     "block_layout",
+    "check_error_control",
     "check_option",
     "check_times",
     "checkpoint_grid",

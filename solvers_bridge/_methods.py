@@ -78,6 +78,17 @@ _INTEGER_OPTIONS = {"max_steps": 1, "max_fd_jacobian_size": 0, "lband": 0, "uban
                     "order": 1, "max_order_ns": 1, "max_order_s": 1}
 
 
+def check_error_control(rtol, atol) -> None:
+    """Refuses tolerances that are both zero (in any component): no error is met."""
+    both_zero = (np.asarray(rtol) == 0) & (np.asarray(atol) == 0)
+    if np.any(both_zero):
+        where = "" if both_zero.ndim == 0 else (
+            f" in component(s) {np.flatnonzero(both_zero)[:10].tolist()}")
+        raise ValueError(
+            f"rtol and atol are both zero{where}: no solver can meet a zero error. Give "
+            "a positive rtol (relative error) or atol (absolute error), e.g. rtol=1e-7.")
+
+
 def check_option(key: str, value):
     """The option's value as a Python number, or a clear error for a wrong one."""
     if value is None:
@@ -169,13 +180,7 @@ class Method:
                 f"Method '{self.name}' takes scalar rtol and atol only (SciPy's DOPRI codes "
                 "have no per-component tolerances); use 'adams', 'bdf' or 'lsoda' for "
                 "per-component tolerances.")
-        both_zero = (np.asarray(rtol) == 0) & (np.asarray(atol) == 0)
-        if np.any(both_zero):
-            where = "" if both_zero.ndim == 0 else (
-                f" in component(s) {np.flatnonzero(both_zero)[:10].tolist()}")
-            raise ValueError(
-                f"rtol and atol are both zero{where}: no solver can meet a zero error. Give "
-                "a positive rtol (relative error) or atol (absolute error), e.g. rtol=1e-7.")
+        check_error_control(rtol, atol)
         options = {k: check_option(k, v) for k, v in options.items()}
         if (options.get("min_step") or 0) > (options.get("max_step") or np.inf):
             raise ValueError(f"min_step={options['min_step']!r} is larger than "

@@ -46,6 +46,13 @@ class Problem:
         gt = central(lambda tt: loss(self.y0, self.params, tt), t)
         return gy0, gp, gt
 
+    def tf_variable_and_func(self):
+        """``(p, func)``: the parameters as a float64 variable and ``func(t, y)`` in
+        TensorFlow reading it."""
+        tf = _tf()
+        p = tf.Variable(self.params, dtype=tf.float64)
+        return p, (lambda t, y: self.tf_f(t, y, p))
+
     def vjp(self, t, y, a):
         """The flat ``[f, a^T f_y, a^T f_t, a^T f_p]`` of the bridge contract, by
         central differences of ``f`` (fine for these smooth problems)."""

@@ -1,10 +1,11 @@
-"""The in-graph adaptive pairs (tf_dopri5, tf_bosh3): values and gradients against the
-closed forms of the shared catalogue, both directions, XLA, statistics, failures."""
+"""The in-graph adaptive pairs (tf_dopri5, tf_bosh3): both directions, XLA, statistics,
+failures, Keras and the latent ODE (their closed-form values and gradients are checked
+with every method in tests/test_tfode_odeint.py)."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from problems import BY_NAME, CATALOGUE
+from problems import BY_NAME
 
 import solvers_bridge as sb
 import tfode
@@ -14,28 +15,11 @@ F64 = tf.float64
 
 
 def tf_problem(problem):
-    p = tf.Variable(problem.params, dtype=F64)
-    return p, (lambda t, y: problem.tf_f(t, y, p))
+    return problem.tf_variable_and_func()
 
 
-@pytest.mark.parametrize("method", PAIRS)
-@pytest.mark.parametrize("problem", CATALOGUE, ids=lambda p: p.name)
-def test_values_and_backpropagated_gradients_match_closed_form(method, problem):
-    p, func = tf_problem(problem)
-    t = tf.constant([0.0, 0.4, 0.9, 1.5], F64)
-    y0 = tf.constant(problem.y0, F64)
-    w = np.random.default_rng(11).normal(size=(4, problem.y0.size))
-    with tf.GradientTape() as tape:
-        tape.watch([y0, t])
-        ys = tfode.odeint(func, y0, t, method=method, rtol=1e-10, atol=1e-12)
-        loss = tf.reduce_sum(w * ys)
-    gy0, gt, gp = tape.gradient(loss, [y0, t, p])
-    np.testing.assert_allclose(ys.numpy(), problem.exact(t.numpy(), 0.0, problem.y0,
-                                                         problem.params), rtol=1e-7, atol=1e-9)
-    ey0, ep, et = problem.loss_grads(t.numpy(), w)
-    np.testing.assert_allclose(gy0.numpy(), ey0, rtol=1e-6, atol=1e-8)
-    np.testing.assert_allclose(gp.numpy(), ep, rtol=1e-6, atol=1e-8)
-    np.testing.assert_allclose(gt.numpy(), et, rtol=1e-6, atol=1e-8)
+# Values and gradients against the catalogue's closed forms: with every other method in
+# tests/test_tfode_odeint.py::test_values_and_gradients_match_closed_form.
 
 
 @pytest.mark.parametrize("method", PAIRS)

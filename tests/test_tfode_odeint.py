@@ -18,11 +18,11 @@ F64 = tf.float64
 
 
 def tf_problem(problem):
-    p = tf.Variable(problem.params, dtype=F64)
-    return p, (lambda t, y: problem.tf_f(t, y, p))
+    return problem.tf_variable_and_func()
 
 
-@pytest.mark.parametrize("method", ADAPTIVE)
+# The SciPy methods through the adjoint, the in-graph pairs by backpropagation.
+@pytest.mark.parametrize("method", ADAPTIVE + ["tf_dopri5", "tf_bosh3"])
 @pytest.mark.parametrize("problem", CATALOGUE, ids=lambda p: p.name)
 def test_values_and_gradients_match_closed_form(method, problem):
     p, func = tf_problem(problem)

@@ -109,7 +109,7 @@ def adaptive_odeint(func, y0: tf.Tensor, t: tf.Tensor, method: str, rtol: float,
     ys = tf.tensor_scatter_nd_update(nan, [[0]], y0[None])
     index_shape = tf.concat([[n_t], tf.ones([tf.rank(y0)], tf.int32)], 0)
 
-    def step(s, y, fy, h, i, ys, nfev, accepted, rejected, here):
+    def step(s, y, fy, h, i, ys, nfev, accepted, here):
         remaining = tt[i] - s
         land = tf.abs(h) >= tf.abs(remaining)
         h_try = tf.where(land, remaining, h)
@@ -138,17 +138,16 @@ def adaptive_odeint(func, y0: tf.Tensor, t: tf.Tensor, method: str, rtol: float,
                 tf.where(ok, y_new, y), tf.where(ok, f_new, fy), h_next,
                 i + tf.cast(done, tf.int32), tf.where(hit, y_new[None], ys),
                 nfev + (stages - 1), accepted + tf.cast(ok, tf.int32),
-                rejected + tf.cast(~ok, tf.int32),
                 tf.where(done, 0, here + 1))
 
-    def going(s, y, fy, h, i, ys, nfev, accepted, rejected, here):
+    def going(s, y, fy, h, i, ys, nfev, accepted, here):
         return ((i < n_t) & (here < max_steps)
                 & (tf.abs(h) > 16 * eps * tf.maximum(tf.abs(s), 1.0)))
 
     zero = tf.constant(0, tf.int32)
     state = (tt[0], y0, f0, h, tf.constant(1, tf.int32), ys, tf.constant(nfev0, tf.int32),
-             zero, zero, zero)
-    s, y, fy, h, i, ys, nfev, accepted, rejected, here = tf.while_loop(
+             zero, zero)
+    s, y, fy, h, i, ys, nfev, accepted, here = tf.while_loop(
         going, step, state,
         maximum_iterations=max_steps * 4 * tf.maximum(n_t - 1, 1))  # rejections included
     status = tf.cast(i < n_t, tf.int64)

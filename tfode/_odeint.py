@@ -65,6 +65,26 @@ def default_tolerances(dtype: tf.DType) -> tuple[float, float]:
     return _DEFAULT_TOLERANCES[dtype]
 
 
+def resolve_tolerances(dtype: tf.DType, rtol, atol):
+    """The tolerances checked (non-negative, finite, not both zero), with the dtype's
+    defaults for those not given; float32 at a chosen ``rtol < 1e-5`` warns."""
+    for tol, label in ((rtol, "rtol"), (atol, "atol")):
+        if tol is not None:
+            arr = np.asarray(tol, dtype=np.float64)
+            if not (np.isfinite(arr).all() and (arr >= 0).all()):
+                raise ValueError(f"{label} must be non-negative and finite; got {tol!r}.")
+    if dtype == tf.float32 and rtol is not None and float(np.min(rtol)) < 1e-5:
+        _tfx.warn_at_caller(
+            f"float32 dynamics with rtol={float(np.min(rtol)):g}: below about 1e-5 the "
+            "solvers stall on float32 round-off in the derivatives. Use a float64 y0 "
+            "(and dynamics) for tight tolerances.")
+    default_rtol, default_atol = default_tolerances(dtype)
+    rtol = default_rtol if rtol is None else rtol
+    atol = default_atol if atol is None else atol
+    sb.check_error_control(rtol, atol)
+    return rtol, atol
+
+
 def refuse_legacy_arguments(kwargs: dict, where: str = "odeint") -> None:
     """A clear error for the adjoint arguments of earlier releases (or any unknown one)."""
     for key in kwargs:
@@ -190,12 +210,11 @@ def _in_graph(func, y0, t, method, rtol, atol, options, adjoint, stats):
         vector = tf.constant([nfev, 0, sum(counts), 0, 0], tf.int64)
     else:
         options = {key: sb.check_option(key, value) for key, value in options.items()}
-        default_rtol, default_atol = default_tolerances(y0.dtype)
-        rtol = default_rtol if rtol is None else float(rtol)
-        atol = default_atol if atol is None else float(atol)
-        if not (rtol > 0 or atol > 0):
-            raise ValueError("rtol and atol are both zero: no solver can meet a zero error. "
-                             "Give a positive rtol or atol.")
+        rtol, atol = resolve_tolerances(y0.dtype, rtol, atol)
+        if np.ndim(rtol) or np.ndim(atol):
+            raise ValueError(f"method={method!r} takes scalar rtol and atol only; use "
+                             "'adams', 'bdf' or 'lsoda' for per-component tolerances.")
+        rtol, atol = float(rtol), float(atol)
 
         def solve(y0, t):
             return adaptive_odeint(func, y0, t, method, rtol, atol, **options)
@@ -253,20 +272,7 @@ class _Op:
                 "reentrant. Use a different method for the inner solve (e.g. 'dopri5' "
                 "inside 'lsoda', or a reentrant one: 'radau', 'rk45', 'rk23').",
                 method=method)
-        for tol, label in ((rtol, "rtol"), (atol, "atol")):
-            if tol is None:
-                continue
-            arr = np.asarray(tol, dtype=np.float64)
-            if not (np.isfinite(arr).all() and (arr >= 0).all()):
-                raise ValueError(f"{label} must be non-negative and finite; got {tol!r}.")
-        if y0.dtype == tf.float32 and rtol is not None and float(np.min(rtol)) < 1e-5:
-            _tfx.warn_at_caller(
-                f"float32 dynamics with rtol={float(np.min(rtol)):g}: below about 1e-5 the "
-                "solvers stall on float32 round-off in the derivatives. Use a float64 y0 "
-                "(and dynamics) for tight tolerances.")
-        default_rtol, default_atol = default_tolerances(y0.dtype)
-        rtol = default_rtol if rtol is None else rtol
-        atol = default_atol if atol is None else atol
+        rtol, atol = resolve_tolerances(y0.dtype, rtol, atol)
         jacobian = options.pop("jacobian", None)
         if jacobian not in _JACOBIANS:
             raise ValueError(f"options['jacobian'] must be 'autodiff', 'banded' or absent; "

@@ -187,7 +187,8 @@ class ODEBlock(keras.layers.Layer):
                 self._regularized = RegularizedDynamics(
                     self.dynamics, h.shape[1:], bool(self.kinetic), bool(self.jacobian_norm))
             reg = self._regularized
-            states = odeint(reg, reg.initial_state(h), t, stats=self.stats, **solver)
+            states = _with_notes_in_message(odeint, reg, reg.initial_state(h), t,
+                                            stats=self.stats, **solver)
             ys, values = reg.split(states)
             penalty = 0.0
             for name, weight in (("kinetic", self.kinetic), ("jacobian", self.jacobian_norm)):
