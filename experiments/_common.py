@@ -144,26 +144,39 @@ def write_table(stem: Path, rows: list[dict], columns: list[str]) -> str:
 
 
 def fit(loss_fn, variables, optimizer, iters: int, label: str, data=None, log_every: int = 0,
-        stats=None) -> list[dict]:
+        stats=None, checkpoint: str | Path | None = None, checkpoint_every: int = 25,
+        resume: bool = False) -> list[dict]:
     """The training loop of the experiments that train by iterations: one compiled
-    step per iteration, a Keras progress bar, and a history row per iteration.
+    step per iteration, a Keras progress bar, a history row per iteration, and
+    optional checkpoints to resume from.
 
     Args:
-        loss_fn: ``loss_fn(batch) -> scalar``; ``batch`` is ``data()`` (an array or
-            a tuple of arrays, a fresh batch each iteration) or None.
+        loss_fn: ``loss_fn(batch) -> scalar``; ``batch`` is ``data(i)`` (an array or
+            a tuple of arrays for iteration ``i``, counted from 0) or None.
         variables: The variables to train.
         optimizer: A Keras optimizer.
         iters: Number of steps.
-        label: Printed before the bar.
-        data: Optional callable returning the next batch.
+        label: Printed before the bar; also names the run in its checkpoint.
+        data: Optional callable ``data(i)`` returning the batch of iteration ``i``. A
+            batch that depends on ``i`` alone (a generator seeded with it) makes a
+            resumed run bitwise the uninterrupted one.
         log_every: Update the bar every this many steps (0: every step).
         stats: Optional :class:`tfode.SolveStats` of the model's solve: its forward
             and backward evaluations are added to each history row and to the bar.
+        checkpoint: Optional ``.npz`` path: every ``checkpoint_every`` iterations
+            (and at the end) the variables, the optimizer's state and the history
+            are written there (atomically).
+        checkpoint_every: Iterations between checkpoints.
+        resume: Continue from ``checkpoint`` if it exists (it must come from a run
+            of the same ``label`` and variable shapes).
 
     Returns:
-        One dict per iteration: ``iteration``, ``loss`` (and ``nfe_forward``,
-        ``nfe_backward`` with ``stats``).
+        One dict per iteration: ``iteration``, ``loss``, ``wall_s`` (training seconds
+        so far, over every resumed part) (and ``nfe_forward``, ``nfe_backward`` with
+        ``stats``).
     """
+    import time
+
     import keras
     import tensorflow as tf
 
@@ -175,12 +188,22 @@ def fit(loss_fn, variables, optimizer, iters: int, label: str, data=None, log_ev
         return loss
 
     history = []
+    if checkpoint is not None:
+        checkpoint = Path(checkpoint)
+        optimizer.build(variables)
+        if resume and checkpoint.exists():
+            history = _restore(checkpoint, label, variables, optimizer)
+            print(f"-- {label}: resumed from {checkpoint} at iteration {len(history)}",
+                  flush=True)
     names = ["loss"] + (["nfe_f", "nfe_b"] if stats is not None else [])
     bar = keras.utils.Progbar(iters, stateful_metrics=names, verbose=1 if iters > 1 else 0)
     print(f"-- {label}", flush=True)
-    for i in range(iters):
-        batch = None if data is None else tf.nest.map_structure(tf.constant, data())
-        row = {"iteration": i + 1, "loss": float(step(batch))}
+    done_s = history[-1]["wall_s"] if history else 0.0
+    start = time.perf_counter()
+    for i in range(len(history), iters):
+        batch = None if data is None else tf.nest.map_structure(tf.constant, data(i))
+        row = {"iteration": i + 1, "loss": float(step(batch)),
+               "wall_s": done_s + time.perf_counter() - start}
         if stats is not None:
             nfe = stats.as_dict()
             row.update(nfe_forward=nfe["nfe_forward"], nfe_backward=nfe["nfe_backward"])
@@ -190,7 +213,42 @@ def fit(loss_fn, variables, optimizer, iters: int, label: str, data=None, log_ev
             if stats is not None:
                 shown += [("nfe_f", row["nfe_forward"]), ("nfe_b", row["nfe_backward"])]
             bar.update(i + 1, shown)
+        if checkpoint is not None and ((i + 1) % checkpoint_every == 0 or i + 1 == iters):
+            _save(checkpoint, label, variables, optimizer, history)
     return history
+
+
+def _save(path: Path, label: str, variables, optimizer, history) -> None:
+    import numpy as np
+
+    arrays = {f"var{k}": v.numpy() for k, v in enumerate(variables)}
+    arrays.update({f"opt{k}": v.numpy() for k, v in enumerate(optimizer.variables)})
+    arrays["meta"] = json.dumps({"label": label, "history": history})
+
+    def write(tmp):
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    replace_atomically(path, write)
+
+
+def _restore(path: Path, label: str, variables, optimizer) -> list[dict]:
+    import numpy as np
+
+    with np.load(path) as saved:
+        meta = json.loads(str(saved["meta"]))
+        shapes = [saved[f"var{k}"].shape for k in range(len(variables))
+                  if f"var{k}" in saved]
+        if meta["label"] != label or shapes != [tuple(v.shape) for v in variables]:
+            raise ValueError(
+                f"The checkpoint {path} is of another run ({meta['label']!r}, variable "
+                f"shapes {shapes}), not of {label!r}; delete it or run without --resume.")
+        for k, v in enumerate(variables):
+            v.assign(saved[f"var{k}"])
+        for k, v in enumerate(optimizer.variables):
+            v.assign(saved[f"opt{k}"])
+    return meta["history"]
 
 
 def single_thread_all() -> None:

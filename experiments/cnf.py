@@ -172,7 +172,7 @@ def maximum_likelihood(args, out: Path) -> list[dict]:
 
             start = time.perf_counter()
             fit(loss_fn, model.trainable_variables, opt, iters, f"likelihood {name} {kind}",
-                data=lambda gen=gen, rng=rng: gen(args.ml_batch, rng),
+                data=lambda i, gen=gen, rng=rng: gen(args.ml_batch, rng),
                 log_every=max(1, iters // 20))
             rows.append({"dataset": name, "model": kind, "iterations": iters,
                          "test_nll": float(-tf.reduce_mean(model.log_prob(test))),

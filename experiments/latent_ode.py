@@ -99,27 +99,51 @@ def build_rnn(time_input: bool, units: int = 25, obs_dim: int = 2):
     return RNNBaseline()
 
 
-def _done_key(noise: float, n: int, model: str) -> str:
-    return f"{model}/noise={noise:g}/n={n}"
+def solver_label(kind: str, args) -> str:
+    """How a model was trained: the latent ODE's solver and gradient, ``-`` for RNNs."""
+    if kind != "latent_ode":
+        return "-"
+    import tfode
+
+    way = "backpropagated" if tfode.methods()[args.method]["in_graph"] else "adjoint"
+    return f"{args.method} {args.tol:.3g} ({way})"
 
 
-def train_spiral_model(kind: str, data, idx, args, out: Path) -> dict:
-    """Trains one Table 2 model on one (noise, n) setting and evaluates it."""
+def _stem(kind: str, noise: float, n: int, seed: int, method: str) -> str:
+    """The name of a run's files (history, predictions, checkpoint)."""
+    stem = f"{kind}_noise{noise:g}_n{n}" + (f"_seed{seed}" if seed else "")
+    return stem + (f"_{method}" if kind == "latent_ode" and method != "odeint" else "")
+
+
+def _done_key(noise: float, n: int, model: str, seed: int, solver: str) -> str:
+    return f"{model}/noise={noise:g}/n={n}/seed={seed}/{solver}"
+
+
+def _row_key(r: dict) -> str:
+    return _done_key(r["noise"], r["n"], r["key"], r.get("seed", 0), r.get("solver", "-"))
+
+
+def train_spiral_model(kind: str, data, idx, args, out: Path, seed: int = 0) -> dict:
+    """Trains one Table 2 model on one (noise, n) setting from training seed ``seed``
+    and evaluates it."""
     import keras
     import tensorflow as tf
 
     from tfode.latent import LatentODE
 
-    keras.utils.set_random_seed(args.seed)
+    keras.utils.set_random_seed(seed)
     n_tr, n_obs = data.n_train, data.n_obs
     x_all = np.take_along_axis(data.noisy[:, :n_obs], idx[..., None], 1)
     t_all = data.t[idx]
-    rng = np.random.default_rng(args.seed)
     batch = min(args.batch, n_tr)
+    stem = _stem(kind, data.noise_std, idx.shape[1], seed, args.method)
 
-    def draw():
+    def draw(i):
+        """Iteration ``i``'s batch and reparameterisation seed, from ``(seed, i)`` alone
+        (so that a resumed run is bitwise the uninterrupted one)."""
+        rng = np.random.default_rng([seed, i])
         pick = rng.choice(n_tr, batch, replace=False) if batch < n_tr else np.arange(n_tr)
-        return x_all[pick], t_all[pick]
+        return x_all[pick], t_all[pick], np.array([seed, i], np.int64)
 
     stats = None
     if kind == "latent_ode":
@@ -128,19 +152,19 @@ def train_spiral_model(kind: str, data, idx, args, out: Path) -> dict:
         stats = model.stats
 
         def loss_fn(b):
-            return -tf.reduce_mean(model.elbo(*b))
+            return -tf.reduce_mean(model.elbo(b[0], b[1], seed=b[2]))
     else:
         model = build_rnn(time_input=kind == "rnn_dt")
 
         def loss_fn(b):
-            return model.nll(*b)
+            return model.nll(b[0], b[1])
 
     iters = args.iters if kind == "latent_ode" else args.rnn_iters
     label = f"{MODELS[kind]}, noise {data.noise_std:g}, n = {idx.shape[1]}"
-    start = time.perf_counter()
     history = fit(loss_fn, model.trainable_variables, keras.optimizers.Adam(args.lr),
-                  iters, label, data=draw, log_every=max(1, iters // 50), stats=stats)
-    train_s = time.perf_counter() - start
+                  iters, label, data=draw, log_every=max(1, iters // 50), stats=stats,
+                  checkpoint=out / f"checkpoint_{stem}.npz", resume=args.resume)
+    train_s = history[-1]["wall_s"]
 
     test = slice(n_tr, None)
     x_te, t_te = tf.constant(x_all[test]), tf.constant(t_all[test])
@@ -154,16 +178,17 @@ def train_spiral_model(kind: str, data, idx, args, out: Path) -> dict:
         z = None
     clean, noisy = data.clean[test], data.noisy[test]
     row = {"model": MODELS[kind], "key": kind, "noise": data.noise_std, "n": idx.shape[1],
-           "rmse": rmse(extrap, clean[:, n_obs:]),
+           "seed": seed, "solver": solver_label(kind, args), "rmse": rmse(extrap, clean[:, n_obs:]),
            "rmse_vs_noisy": rmse(extrap, noisy[:, n_obs:]),
            "iterations": iters, "batch": batch, "train_s": train_s,
            "final_loss": history[-1]["loss"]}
     if stats is not None:
         tail = history[-max(1, len(history) // 10):]
+        backward = stats.backward_info
         row.update(tol=args.tol, method=args.method,
+                   backward_method=None if backward is None else backward.method,
                    nfe_forward=float(np.mean([h["nfe_forward"] for h in tail])),
                    nfe_backward=float(np.mean([h["nfe_backward"] for h in tail])))
-    stem = f"{kind}_noise{data.noise_std:g}_n{idx.shape[1]}"
     with open(out / f"history_{stem}.csv", "w", encoding="utf-8") as fh:
         keys = list(history[0])
         fh.write(",".join(keys) + "\n")
@@ -175,37 +200,78 @@ def train_spiral_model(kind: str, data, idx, args, out: Path) -> dict:
 
 
 def table2(args, out: Path) -> list[dict]:
-    """Trains and evaluates every (noise, n, model), resuming from ``rows.json``."""
+    """Trains and evaluates every (noise, n, model, seed), resuming from ``rows.json``
+    (finished settings) and from each model's checkpoint (the one in progress)."""
     rows_path = out / "rows.json"
     rows = json.loads(rows_path.read_text()) if args.resume and rows_path.exists() else []
-    done = {_done_key(r["noise"], r["n"], r["key"]) for r in rows}
+    done = {_row_key(r) for r in rows}
     for noise in args.noise:
-        data = spirals(noise_std=noise, seed=args.seed)
+        data = spirals(noise_std=noise, seed=args.data_seed)
         for n in args.n_obs:
-            idx = subsample(len(data.clean), data.n_obs, n, seed=args.seed + n)
-            for kind in args.models:
-                if _done_key(noise, n, kind) in done:
-                    print(f"-- {MODELS[kind]}, noise {noise:g}, n = {n}: done (resumed)")
-                    continue
-                rows.append(train_spiral_model(kind, data, idx, args, out))
-                write_json(rows_path, rows)  # the checkpoint --resume continues from
-                print(f"   test RMSE (100 future points) {rows[-1]['rmse']:.4f}", flush=True)
+            idx = subsample(len(data.clean), data.n_obs, n, seed=args.data_seed + n)
+            for seed in args.seeds:
+                for kind in args.models:
+                    if _done_key(noise, n, kind, seed, solver_label(kind, args)) in done:
+                        print(f"-- {MODELS[kind]}, noise {noise:g}, n = {n}, seed {seed}: "
+                              "done (resumed)")
+                        continue
+                    rows.append(train_spiral_model(kind, data, idx, args, out, seed))
+                    write_json(rows_path, rows)  # the checkpoint --resume continues from
+                    print(f"   test RMSE (100 future points) {rows[-1]['rmse']:.4f}",
+                          flush=True)
     return rows
 
 
 def table2_markdown(rows: list[dict], n_obs) -> tuple[list[dict], list[str]]:
-    """Table 2 as rows: one per (model, noise), then the paper's."""
-    cols = ["model", "noise"] + [f"{n}/100" for n in n_obs]
-    table = {}
+    """Table 2 as rows: one per (model, solver, noise), then the paper's. Over several
+    seeds an entry is ``mean ± standard deviation (seeds)``."""
+    cols = ["model", "solver", "noise"] + [f"{n}/100" for n in n_obs]
+    groups: dict = {}
     for r in rows:
-        entry = table.setdefault((r["model"], r["noise"]), {"model": r["model"],
-                                                            "noise": r["noise"]})
-        entry[f"{r['n']}/100"] = f"{r['rmse']:.4f}"
-    out = sorted(table.values(), key=lambda e: (-e["noise"], e["model"]))
+        key = (r["model"], r.get("solver", "-"), r["noise"])
+        groups.setdefault(key, {}).setdefault(r["n"], []).append(r["rmse"])
+    out = []
+    for (model, solver, noise), by_n in sorted(groups.items(),
+                                               key=lambda kv: (-kv[0][2], kv[0][0], kv[0][1])):
+        entry = {"model": model, "solver": solver, "noise": noise}
+        for n, values in by_n.items():
+            entry[f"{n}/100"] = (f"{values[0]:.4f}" if len(values) == 1 else
+                                 f"{np.mean(values):.4f} ± {np.std(values):.4f} "
+                                 f"({len(values)})")
+        out.append(entry)
     for name, values in PAPER_TABLE2.items():
-        out.append({"model": f"{name} (paper)", "noise": "unpublished",
+        out.append({"model": f"{name} (paper)", "solver": "odeint 1.49e-08 (adjoint)",
+                    "noise": "unpublished",
                     **{f"{n}/100": f"{values[n]:.4f}" for n in n_obs if n in values}})
     return out, cols
+
+
+def calibrate_noise(rows: list[dict]) -> dict | None:
+    """The noise level at which an RNN baseline comes closest to the paper's RNN row.
+
+    For each noise level with RNN rows at every n of the paper, the distance of a
+    baseline is the mean over n of ``|log(rmse / paper)|``; a level's distance is its
+    nearer baseline's (the paper's table has one RNN row and does not say whether it
+    is the one with time gaps). Returns the per-level distances and the chosen level,
+    or None when fewer than two levels are complete."""
+    paper = PAPER_TABLE2["RNN"]
+    by_level: dict = {}
+    for r in rows:
+        if r["key"] in ("rnn", "rnn_dt") and r["n"] in paper:
+            by_level.setdefault(r["noise"], {}).setdefault(r["key"], {}).setdefault(
+                r["n"], []).append(r["rmse"])
+    levels = []
+    for noise, models in sorted(by_level.items()):
+        distances = {k: float(np.mean([abs(np.log(np.mean(v[n]) / paper[n])) for n in paper]))
+                     for k, v in models.items() if set(v) >= set(paper)}
+        if distances:
+            best = min(distances, key=distances.get)
+            levels.append({"noise": noise, "distance": distances[best], "closest": best,
+                           **{f"{k}_distance": d for k, d in distances.items()}})
+    if len(levels) < 2:
+        return None
+    chosen = min(levels, key=lambda e: e["distance"])
+    return {"levels": levels, "chosen_noise": chosen["noise"], "closest_model": chosen["closest"]}
 
 
 def figure8(args, out: Path) -> Path | None:
@@ -215,8 +281,9 @@ def figure8(args, out: Path) -> Path | None:
     plt = pyplot()
 
     noise, n = max(args.noise), min(args.n_obs)
-    data = spirals(noise_std=noise, seed=args.seed)
-    files = {k: out / f"pred_{k}_noise{noise:g}_n{n}.npz" for k in ("rnn_dt", "latent_ode")}
+    data = spirals(noise_std=noise, seed=args.data_seed)
+    files = {k: out / f"pred_{_stem(k, noise, n, args.seeds[0], args.method)}.npz"
+             for k in ("rnn_dt", "latent_ode")}
     if not all(f.exists() for f in files.values()):
         return None
     pred = {k: np.load(f) for k, f in files.items()}
@@ -263,26 +330,26 @@ def poisson(args, out: Path) -> dict:
 
     from tfode.latent import LatentODE
 
-    keras.utils.set_random_seed(args.seed)
-    ev = poisson_events(n_sequences=args.poisson_train + args.poisson_test, seed=args.seed)
+    seed = args.seeds[0]
+    keras.utils.set_random_seed(seed)
+    ev = poisson_events(n_sequences=args.poisson_train + args.poisson_test, seed=seed)
     n_tr = args.poisson_train
     model = LatentODE(obs_dim=0, latent_dim=args.poisson_latent, intensity_units=20,
                       method=args.method, rtol=args.tol, atol=args.tol)
-    rng = np.random.default_rng(args.seed)
-
-    def draw():
+    def draw(i):
+        rng = np.random.default_rng([seed, i])
         pick = rng.choice(n_tr, args.poisson_batch, replace=False)
-        return ev.times[pick], ev.mask[pick]
+        return ev.times[pick], ev.mask[pick], np.array([seed, i], np.int64)
 
     def loss_fn(b):
-        t, mask = b
-        return -tf.reduce_mean(model.poisson_elbo(t, ev.t_end, mask))
+        t, mask, seed = b
+        return -tf.reduce_mean(model.poisson_elbo(t, ev.t_end, mask, seed=seed))
 
-    start = time.perf_counter()
     history = fit(loss_fn, model.trainable_variables, keras.optimizers.Adam(args.lr),
                   args.poisson_iters, "Poisson process latent ODE", data=draw,
-                  log_every=max(1, args.poisson_iters // 50), stats=model.stats)
-    train_s = time.perf_counter() - start
+                  log_every=max(1, args.poisson_iters // 50), stats=model.stats,
+                  checkpoint=out / "checkpoint_poisson.npz", resume=args.resume)
+    train_s = history[-1]["wall_s"]
 
     test = slice(n_tr, None)
     t_te, m_te = tf.constant(ev.times[test]), tf.constant(ev.mask[test])
@@ -365,7 +432,11 @@ def main(argv=None):
     parser.add_argument("--skip", default="", help="comma list of parts to skip: table2,poisson")
     parser.add_argument("--resume", action="store_true",
                         help="skip the settings already in OUT/rows.json")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--seeds", type=_parse_list(int), default=[0],
+                        help="training seeds (initial weights, batches, noise of the ELBO "
+                             "sample), comma separated; the Poisson model uses the first")
+    parser.add_argument("--data-seed", type=int, default=0,
+                        help="seed of the spirals and of the irregular subsamples")
     parser.add_argument("--out", default="results/latent_ode", help="output folder")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.models) - set(MODELS))
@@ -386,6 +457,13 @@ def main(argv=None):
         table, cols = table2_markdown(rows, args.n_obs)
         summary["table2"] = table
         write_table(out / "table2", table, cols)
+        calibration = calibrate_noise(rows)
+        if calibration is not None:
+            summary["noise_calibration"] = calibration
+            write_table(out / "noise_calibration", calibration["levels"],
+                        ["noise", "distance", "closest", "rnn_distance", "rnn_dt_distance"])
+            print(f"noise level closest to the paper's RNN row: "
+                  f"{calibration['chosen_noise']:g} ({MODELS[calibration['closest_model']]})")
         summary["figure8"] = str(figure8(args, out))
     if "poisson" not in args.skip:
         summary["poisson"] = poisson(args, out)

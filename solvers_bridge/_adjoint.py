@@ -45,18 +45,45 @@ class AdjointResult:
     info: SolveInfo
 
 
+#: A forward solve that took fewer steps than this per output interval had short
+#: intervals: the backward pass, one solve per interval, is then mostly restarts.
+SHORT_INTERVAL_STEPS = 4
+
+
 def default_adjoint_method(forward_method: str, aug_size: int,
-                           max_fd_jacobian_size: int = DEFAULT_MAX_FD_JACOBIAN_SIZE) -> str:
+                           max_fd_jacobian_size: int = DEFAULT_MAX_FD_JACOBIAN_SIZE, *,
+                           forward: SolveInfo | None = None, intervals: int = 0,
+                           rtol=None, atol=None, options: dict | None = None) -> str:
     """The backward method used when none is given.
 
-    The forward method, unless it may form a dense finite-difference Jacobian
-    (``lsoda``, ``odeint``, ``bdf``) and the augmented state (``2n + 1 + P``) is
-    larger than ``max_fd_jacobian_size``: then VODE implicit Adams (``adams``),
-    which never forms a Jacobian. The backsolve adjoint cannot supply the
-    augmented system's Jacobian (it needs second derivatives), so stiff backward
-    passes on large states are a deliberate opt-in.
+    1. After a multistep forward solve (``lsoda``, ``odeint``, ``adams``) that never
+       used a stiff method and took fewer than :data:`SHORT_INTERVAL_STEPS` steps per
+       output interval (``forward``, ``intervals``): ``dopri5``. The backward pass is
+       one solve per interval, and a multistep code restarts each at order one,
+       while DOPRI5 starts each at the step it last took. The backward system is as
+       stiff as the forward one (its Jacobian is ``-J^T``), so a non-stiff forward
+       solve means a non-stiff backward one. Only where ``dopri5`` takes the
+       tolerances (scalars) and every backward option.
+    2. Otherwise the forward method, unless it may form a dense finite-difference
+       Jacobian (``lsoda``, ``odeint``, ``bdf``) and the augmented state (``2n + 1 +
+       P``) is larger than ``max_fd_jacobian_size``: then VODE implicit Adams
+       (``adams``), which never forms a Jacobian. The backsolve adjoint cannot supply
+       the augmented system's Jacobian (it needs second derivatives), so stiff
+       backward passes on large states are a deliberate opt-in.
+
+    Measured on a latent ODE (100 sequences, 99 output intervals, 0.3 forward steps
+    per interval) at rtol = atol = 1.49e-8: LSODA backward 2.37 s per training
+    iteration, VODE Adams 1.27 s, DOPRI5 0.97 s; on the spiral MLP (9 intervals, 22
+    steps each) Adams stays the better one (1,020 against 1,639 backward
+    evaluations at 1e-8), and rule 1 leaves it.
     """
     cls = get_method(forward_method)
+    dopri5 = get_method("dopri5")
+    if (forward is not None and cls.multistep and not forward.stiff and intervals > 1
+            and forward.nsteps < SHORT_INTERVAL_STEPS * intervals
+            and np.ndim(rtol) == 0 and np.ndim(atol) == 0
+            and set(options or {}) <= dopri5.accepted_options()):
+        return "dopri5"
     if cls.fd_jacobian and aug_size > max_fd_jacobian_size:
         return "adams"
     return forward_method
@@ -107,6 +134,12 @@ def adjoint(vjp: Callable[[float, np.ndarray, np.ndarray], np.ndarray], t, ys, g
     cls = get_method(method)
     rtol, atol = _augmented_tolerances(cls, rtol, atol, n, m, seminorm)
     solver = cls(rtol, atol, None, **options)
+    # Each output interval is a fresh solve (the cotangent jumps there). A one-step
+    # method (no user first step) starts each at the size of the last step taken
+    # before it instead of guessing again; a multistep code restarts at order one,
+    # where that step is far too long, so it keeps its own starting step.
+    carry = not cls.multistep and options.get("first_step") is None
+    cap = options.get("max_step") or np.inf
     scale = np.ones(m)
     if seminorm:
         scale[2 * n:] = _SEMINORM_SCALE
@@ -143,6 +176,8 @@ def adjoint(vjp: Callable[[float, np.ndarray, np.ndarray], np.ndarray], t, ys, g
             err.info = info
             raise
         info.add(step_info)
+        if carry and step_info.last_step:
+            solver.opts["first_step"] = min(abs(step_info.last_step), cap)
         s = out[-1] / scale
         s[n:2 * n] += grad_ys[i - 1]
     grad_t[0] = s[2 * n] if time_gradients else 0.0

@@ -20,6 +20,9 @@ class SolveInfo:
             between its non-stiff (Adams) and stiff (BDF) methods. LSODA exposes
             its method only when it returns, so this is a lower bound on the
             switches. 0 for the other methods.
+        stiff: Whether a stiff method took steps: always for ``bdf`` and ``radau``;
+            for LSODA, whether it reported its stiff (BDF) method at any output time
+            (like ``nswitches``, a lower bound).
         last_step: The last step size taken (``None`` if the solver keeps none).
         t_reached: The time the solver reached.
         success: Whether the solve reached the last requested time.
@@ -34,6 +37,7 @@ class SolveInfo:
     njev: int = 0
     nsteps: int = 0
     nswitches: int = 0
+    stiff: bool = False
     last_step: float | None = None
     t_reached: float | None = None
     success: bool = True
@@ -47,6 +51,7 @@ class SolveInfo:
         self.njev += other.njev
         self.nsteps += other.nsteps
         self.nswitches += other.nswitches
+        self.stiff = self.stiff or other.stiff
         self.last_step = other.last_step
         self.t_reached = other.t_reached
         self.success = self.success and other.success

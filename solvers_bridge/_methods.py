@@ -129,6 +129,8 @@ class Method:
         vector_tolerances: Whether rtol and atol may have one entry per component.
         options: Options it accepts besides the common ones.
         dense_kind: Its dense output (see :mod:`solvers_bridge._dense`).
+        multistep: Whether it is a multistep code (LSODA, VODE): a restart begins again
+            at order one, so many short solves cost it more than a one-step method.
         rms_norm: Whether its error norm is a root mean square (VODE, DOPRI, SciPy's
             solvers) rather than a maximum (LSODA).
     """
@@ -143,6 +145,7 @@ class Method:
     options: ClassVar[frozenset] = frozenset()
     dense_kind: ClassVar[str] = "hermite"
     rms_norm: ClassVar[bool] = True
+    multistep: ClassVar[bool] = False
     #: Whether the integrator propagates a Python exception from the callback cleanly.
     raise_through: ClassVar[bool] = True
     #: Options of :meth:`run` that the dense operations do not take.
@@ -194,6 +197,11 @@ class Method:
     # -- the descriptor ---------------------------------------------------------------
 
     @classmethod
+    def accepted_options(cls) -> frozenset:
+        """Every option name the method takes (the common ones and its own)."""
+        return _COMMON_OPTIONS | cls.options
+
+    @classmethod
     def capabilities(cls) -> dict:
         """What the method is and supports, as a plain dictionary."""
         return {
@@ -202,12 +210,13 @@ class Method:
             "integrator": cls.integrator,
             "reentrant": cls.integrator is None,
             "stiff": cls.stiff,
+            "multistep": cls.multistep,
             "jacobians": sorted(cls.jacobians),
             "fd_jacobian": cls.fd_jacobian,
             "vector_tolerances": cls.vector_tolerances,
             "dense_output": cls.dense_kind,
             "operations": ["solve", "dense", "events"],
-            "options": sorted(_COMMON_OPTIONS | cls.options),
+            "options": sorted(cls.accepted_options()),
         }
 
     # -- the operations ---------------------------------------------------------------
@@ -359,6 +368,7 @@ class Method:
 
     def _finish(self, rhs, jac, ys, info, failure):
         info.nfev = rhs.nfev
+        info.stiff = info.stiff or self.stiff
         error = rhs.error or (jac.error if jac is not None else None)
         if error is not None:
             raise_callback_error(error, self.name, rhs.error_t, ys, info)
@@ -681,6 +691,7 @@ class Lsoda(_OdeMethod, _IvpMethod):
     jacobians = frozenset({"dense", "banded", "blocks"})
     fd_jacobian = True
     rms_norm = False
+    multistep = True
     dense_kind = "nordsieck"
     _scipy_name = "lsoda"
     _ivp_class = _si.LSODA
@@ -703,6 +714,7 @@ class Lsoda(_OdeMethod, _IvpMethod):
 
     def _count_switch(self, r, info, last_method):
         used = int(_sx.integrator(r).iwork[_sx.IWORK_LSODA_METHOD])
+        info.stiff = info.stiff or used == 2
         if last_method is not None and used != last_method:
             info.nswitches += 1
         return used
@@ -717,6 +729,7 @@ class Adams(_OdeMethod):
     integrator = "vode"
     options = frozenset({"min_step", "order"})
     raise_through = False
+    multistep = True
     dense_kind = "nordsieck"
     _scipy_name = "vode"
     _scipy_kwargs = {"method": "adams", "with_jacobian": False}
@@ -743,6 +756,7 @@ class Bdf(_OdeMethod):
     jacobians = frozenset({"dense", "banded", "blocks"})
     fd_jacobian = True
     raise_through = False
+    multistep = True
     dense_kind = "nordsieck"
     _scipy_name = "vode"
     _scipy_kwargs = {"method": "bdf", "with_jacobian": True}
@@ -906,6 +920,7 @@ class Odeint(Lsoda):
             info.t_reached = float(d["tcur"][k])
             used = d["mused"][: k + 1]
             info.nswitches = int(np.count_nonzero(np.diff(used))) if used.size else 0
+            info.stiff = bool(np.any(used == 2))
         if ok < len(t) - 1 or "successful" not in d["message"]:
             info.success, info.status, info.message = False, -1, str(d["message"])
             return ys[: ok + 1], info, float(t[min(ok + 1, len(t) - 1)])

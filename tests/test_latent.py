@@ -267,6 +267,52 @@ def test_poisson_needs_an_intensity_network():
         _small_model().latent_trajectory(np.zeros((1, 4)), [1.0], with_intensity=True)
 
 
+def test_training_resumed_from_its_checkpoint_is_bitwise_the_uninterrupted_run(tmp_path):
+    from experiments._common import fit
+
+    d = spirals(n_spirals=16, n_train=12, noise_std=0.3, seed=0)
+    idx = subsample(16, d.n_obs, 6, seed=1)
+    x_all = np.take_along_axis(d.noisy[:, :d.n_obs], idx[..., None], 1)
+    t_all = d.t[idx]
+
+    def draw(i):
+        pick = np.random.default_rng([0, i]).choice(12, 4, replace=False)
+        return x_all[pick], t_all[pick], np.array([0, i], np.int64)
+
+    def train(iters, path, resume=False):
+        model = _small_model(obs_std=0.3)
+        history = fit(lambda b: -tf.reduce_mean(model.elbo(b[0], b[1], seed=b[2])),
+                      model.trainable_variables, keras.optimizers.Adam(0.01), iters, "run",
+                      data=draw, checkpoint=path, checkpoint_every=2, resume=resume)
+        return model, history
+
+    whole, h_whole = train(5, tmp_path / "whole.npz")
+    train(3, tmp_path / "part.npz")  # stopped after 3 iterations (checkpoint at 3, the end)
+    resumed, h_resumed = train(5, tmp_path / "part.npz", resume=True)
+    assert [h["loss"] for h in h_resumed] == [h["loss"] for h in h_whole]
+    for a, b in zip(resumed.trainable_variables, whole.trainable_variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    with pytest.raises(ValueError, match="another run"):
+        fit(lambda b: tf.constant(0.0, tf.float64), [tf.Variable([1.0])],
+            keras.optimizers.Adam(0.01), 5, "other", checkpoint=tmp_path / "part.npz",
+            resume=True)
+
+
+def test_noise_calibration_picks_the_level_nearest_the_papers_rnn_row():
+    from experiments import latent_ode
+
+    paper = latent_ode.PAPER_TABLE2["RNN"]
+    rows = [{"key": key, "noise": noise, "n": n, "rmse": paper[n] * factor}
+            for noise, factor in ((0.05, 0.5), (0.1, 1.1), (0.3, 2.0))
+            for key in ("rnn", "rnn_dt") for n in paper]
+    rows += [{"key": "latent_ode", "noise": 0.2, "n": n, "rmse": paper[n]} for n in paper]
+    got = latent_ode.calibrate_noise(rows)
+    assert got["chosen_noise"] == 0.1
+    assert [lv["noise"] for lv in got["levels"]] == [0.05, 0.1, 0.3]
+    assert got["levels"][0]["distance"] == pytest.approx(math.log(2.0))
+    assert latent_ode.calibrate_noise(rows[:6]) is None  # one level only
+
+
 # -- the experiment --------------------------------------------------------------------
 def test_experiment_tiny_run_writes_table_figures_and_resumes(tmp_path):
     from experiments import latent_ode

@@ -164,9 +164,11 @@ class Backsolve(Adjoint):
     integrated backward from the last output time, interval by interval.
 
     Args:
-        method: Backward method; default the forward one, or ``adams`` where that
-            would form a dense finite-difference Jacobian on a large augmented state
-            (:func:`solvers_bridge.default_adjoint_method`).
+        method: Backward method; by default (:func:`solvers_bridge.default_adjoint_method`)
+            the forward one; ``dopri5`` after a non-stiff multistep forward solve with
+            short output intervals (the backward pass restarts at each); ``adams``
+            where the forward one would form a dense finite-difference Jacobian on a
+            large augmented state.
         rtol, atol, options: As for :class:`Adjoint`.
         restart: Reset ``y`` to the stored forward state at each output time
             (Appendix D, the paper's code); ``False`` is pure Algorithm 1.
@@ -184,22 +186,30 @@ class Backsolve(Adjoint):
     def _extra_config(self):
         return {"restart": self.restart, "seminorm": self.seminorm}
 
-    def backward_method(self, spec, n):
+    def backward_method(self, spec, n, saved=None, intervals: int = 0):
         opts = self.backward_options(spec)
+        forward = None
+        if saved is not None and np.size(saved) == 2:  # what forward() kept of its solve
+            forward = sb.SolveInfo(method=spec.method, stiff=bool(saved[0, 0]),
+                                   nsteps=int(saved[0, 1]))
+        rtol, atol = self.tolerances(spec)
         return self.method or sb.default_adjoint_method(
             spec.method, 2 * n + 1 + spec.n_params,
-            opts.get("max_fd_jacobian_size", sb.DEFAULT_MAX_FD_JACOBIAN_SIZE))
+            opts.get("max_fd_jacobian_size", sb.DEFAULT_MAX_FD_JACOBIAN_SIZE),
+            forward=forward, intervals=intervals, rtol=rtol, atol=atol, options=opts)
 
     def forward(self, spec, cb, y0, t):
         ys, info = sb.solve(cb.fun, y0, t, spec.method, spec.rtol, spec.atol,
                             **spec.jacobians(cb), **spec.options)
-        return ys, np.zeros((0, 0)), info
+        # Two numbers for the backward method's choice: whether the forward solve
+        # went stiff, and its steps (against its output intervals).
+        return ys, np.array([[float(info.stiff), float(info.nsteps)]]), info
 
     def backward(self, spec, cb, t, ys, dys, saved):
         rtol, atol = self.tolerances(spec)
-        return sb.adjoint(cb.vjp, t, ys, dys, spec.n_params,
-                          method=self.backward_method(spec, ys.shape[1]), rtol=rtol, atol=atol,
-                          restart=self.restart, seminorm=self.seminorm, fun=cb.fun,
+        method = self.backward_method(spec, ys.shape[1], saved, len(t) - 1)
+        return sb.adjoint(cb.vjp, t, ys, dys, spec.n_params, method=method, rtol=rtol,
+                          atol=atol, restart=self.restart, seminorm=self.seminorm, fun=cb.fun,
                           **self.backward_options(spec))
 
 

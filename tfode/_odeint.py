@@ -49,7 +49,8 @@ def methods() -> dict[str, dict]:
     for names, options in ((sorted(PAIRS), ADAPTIVE_OPTIONS), (sorted(TABLEAUX), FIXED_OPTIONS)):
         for name in names:
             out[name] = {"name": name, "scipy_call": None, "integrator": None,
-                         "reentrant": True, "stiff": False, "jacobians": [],
+                         "reentrant": True, "stiff": False, "multistep": False,
+                         "jacobians": [],
                          "fd_jacobian": False, "vector_tolerances": False,
                          "dense_output": None, "operations": ["solve"],
                          "options": sorted(options), "in_graph": True}
