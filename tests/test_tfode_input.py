@@ -230,3 +230,19 @@ def test_variables_are_listed_in_the_order_the_dynamics_read_them():
         cb = tfode.numpy_callbacks(lambda t, y, m=model: m(y), (3, 2), tf.float32)
         read = [v.name.split(":")[0] for v in cb._variables]
         assert read == [v.path for v in model.trainable_variables]
+
+
+def test_warnings_reach_code_without_a_source_file():
+    """``python -c`` code has no file to show a line of: the warning is still shown and
+    the solve still runs (the source lookup used to raise ImportError from the solve)."""
+    code = ("import tensorflow as tf, tfode\n"
+            "ys = tfode.odeint(lambda t, y: -y, tf.constant([1.0]), tf.constant([0.0, 1.0]),"
+            " rtol=1e-9, atol=1e-9)\n"
+            "print(float(ys[-1, 0]))\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=root),
+                          timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert float(done.stdout.split()[-1]) == pytest.approx(np.exp(-1.0), rel=1e-6)
+    assert "<string>:2: UserWarning: float32 dynamics with rtol=1e-09" in done.stderr

@@ -73,6 +73,9 @@ def warn_at_caller(message: str, category: type[Warning] = UserWarning) -> None:
         warnings.warn(message, category, stacklevel=2)
         return
     registry = frame.f_globals.setdefault("__warningregistry__", {})
-    warnings.warn_explicit(message, category, frame.f_code.co_filename, frame.f_lineno,
+    filename = frame.f_code.co_filename
+    # The globals let the warning show the source line of a module's file; for code
+    # without one (``python -c``, an interactive prompt) their loader raises instead.
+    warnings.warn_explicit(message, category, filename, frame.f_lineno,
                            module=frame.f_globals.get("__name__"), registry=registry,
-                           module_globals=frame.f_globals)
+                           module_globals=frame.f_globals if os.path.isfile(filename) else None)
