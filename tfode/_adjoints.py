@@ -150,8 +150,10 @@ class Adjoint:
     def _saved_from_dense(self, spec, sol, t_out, ys) -> np.ndarray:
         return np.zeros((0, 0))
 
-    def backward(self, spec: SolveSpec, cb, t, ys, dys, saved) -> sb.AdjointResult:
-        """The gradients from the cotangents ``dys`` of the states ``ys`` at ``t``."""
+    def backward(self, spec: SolveSpec, cb, t, ys, dys, saved,
+                 time_gradients: bool = True) -> sb.AdjointResult:
+        """The gradients from the cotangents ``dys`` of the states ``ys`` at ``t``
+        (``dL/dt`` zeros, without its evaluations, when ``time_gradients`` is False)."""
         raise NotImplementedError
 
 
@@ -205,11 +207,12 @@ class Backsolve(Adjoint):
         # went stiff, and its steps (against its output intervals).
         return ys, np.array([[float(info.stiff), float(info.nsteps)]]), info
 
-    def backward(self, spec, cb, t, ys, dys, saved):
+    def backward(self, spec, cb, t, ys, dys, saved, time_gradients=True):
         rtol, atol = self.tolerances(spec)
         method = self.backward_method(spec, ys.shape[1], saved, len(t) - 1)
         return sb.adjoint(cb.vjp, t, ys, dys, spec.n_params, method=method, rtol=rtol,
                           atol=atol, restart=self.restart, seminorm=self.seminorm, fun=cb.fun,
+                          time_gradients=time_gradients,
                           **self.backward_options(spec))
 
 
@@ -239,12 +242,12 @@ class Interpolating(_DenseAdjoint):
 
     name = "interpolating"
 
-    def backward(self, spec, cb, t, ys, dys, saved):
+    def backward(self, spec, cb, t, ys, dys, saved, time_gradients=True):
         rtol, atol = self.tolerances(spec)
         return sb.interpolating_adjoint(
             cb.vjp, t, self._forward_solution(spec, ys, saved), dys, spec.n_params,
             method=self.backward_method(spec, ys.shape[1]), rtol=rtol, atol=atol, fun=cb.fun,
-            **self.backward_options(spec))
+            time_gradients=time_gradients, **self.backward_options(spec))
 
 
 class Quadrature(_DenseAdjoint):
@@ -270,12 +273,13 @@ class Quadrature(_DenseAdjoint):
     def _extra_config(self):
         return {"nodes": self.nodes}
 
-    def backward(self, spec, cb, t, ys, dys, saved):
+    def backward(self, spec, cb, t, ys, dys, saved, time_gradients=True):
         rtol, atol = self.tolerances(spec)
         return sb.quadrature_adjoint(
             cb.vjp, t, self._forward_solution(spec, ys, saved), dys, spec.n_params,
             method=self.backward_method(spec, ys.shape[1]), rtol=rtol, atol=atol, fun=cb.fun,
-            nodes=self.nodes, **spec.jacobians(cb), **self.backward_options(spec))
+            nodes=self.nodes, time_gradients=time_gradients, **spec.jacobians(cb),
+            **self.backward_options(spec))
 
 
 class Checkpointed(Adjoint):
@@ -316,7 +320,7 @@ class Checkpointed(Adjoint):
         states[index] = ys  # the located states themselves at the output times
         return states
 
-    def backward(self, spec, cb, t, ys, dys, saved):
+    def backward(self, spec, cb, t, ys, dys, saved, time_gradients=True):
         rtol, atol = self.tolerances(spec)
         grid, index = sb.checkpoint_grid(t, self.checkpoints)
         grad_grid = np.zeros_like(saved)
@@ -325,8 +329,8 @@ class Checkpointed(Adjoint):
             cb.fun, cb.vjp, grid, saved, grad_grid, spec.n_params,
             method=self.backward_method(spec, ys.shape[1]), rtol=rtol, atol=atol,
             forward_method=spec.method, forward_rtol=spec.rtol, forward_atol=spec.atol,
-            forward_options=spec.options, nodes=self.nodes, **spec.jacobians(cb),
-            **self.backward_options(spec))
+            forward_options=spec.options, nodes=self.nodes, time_gradients=time_gradients,
+            **spec.jacobians(cb), **self.backward_options(spec))
         res.grad_t = res.grad_t[index]
         return res
 

@@ -328,10 +328,10 @@ class _Op:
         return (t_out, ys, np.asarray(saved, np.float64),
                 np.asarray(info_vector(info), np.int64))
 
-    def backward(self, ys, dys, t, saved, shape):
+    def backward(self, ys, dys, t, saved, shape, time_gradients=True):
         cb = self._callbacks(shape)
         with _tfx.stop_recording():
-            res = self.adjoint.backward(self.spec, cb, t, ys, dys, saved)
+            res = self.adjoint.backward(self.spec, cb, t, ys, dys, saved, time_gradients)
         if self.stats is not None:
             self.stats.backward_info = res.info
         return (res.grad_y0, res.grad_t, res.grad_params,
@@ -348,7 +348,8 @@ class _Op:
                                              [_F64, _F64, tf.int64], "solve")
         ys_flat.set_shape([t.shape[0], y0.shape.num_elements()])
         ys_flat = self._record("forward", fstats, ys_flat)
-        ys = self._attach(y0, y0_flat, t64, t64, ys_flat, saved, lambda gt, t_in: gt)
+        ys = self._attach(y0, y0_flat, t64, t64, ys_flat, saved, lambda gt, t_in: gt,
+                          time_gradients=_may_need_gradient(t))
         out_shape = tf.concat([tf.shape(t)[:1], tf.shape(y0)], 0)
         ys = tf.cast(tf.reshape(ys, out_shape), y0.dtype)
         ys.set_shape(tf.TensorShape([t.shape[0]]).concatenate(y0.shape))
@@ -379,8 +380,13 @@ class _Op:
         with tf.control_dependencies(self.stats.record(which, vector)):
             return tf.identity(tensor)
 
-    def _attach(self, y0, y0_flat, t_in, t_used, ys_flat, saved, time_gradient):
-        """``ys_flat`` with the adjoint as its gradient (``saved`` kept for it)."""
+    def _attach(self, y0, y0_flat, t_in, t_used, ys_flat, saved, time_gradient,
+                time_gradients=True):
+        """``ys_flat`` with the adjoint as its gradient (``saved`` kept for it);
+        without ``time_gradients`` the adjoint skips ``dL/dt`` (zeros)."""
+        def backward(*args):
+            return self.backward(*args, time_gradients=time_gradients)
+
         params = [tf.convert_to_tensor(v) for v in self.compiled.variables]
         shape = tf.shape(y0)
 
@@ -388,7 +394,7 @@ class _Op:
         def attach_adjoint(y0_in, t_arg, *param_in):
             def grad(dys):
                 dys = tf.cast(tf.convert_to_tensor(dys), _F64)
-                gy0, gt, gp, bstats = _numpy_call(self.backward,
+                gy0, gt, gp, bstats = _numpy_call(backward,
                                                   [ys_flat, dys, t_used, saved, shape],
                                                   [_F64, _F64, _F64, tf.int64], "adjoint")
                 gy0 = self._record("backward", bstats, gy0)
@@ -401,6 +407,19 @@ class _Op:
             return tf.identity(ys_flat), grad
 
         return attach_adjoint(y0_flat, t_in, *params)
+
+
+def _may_need_gradient(t) -> bool:
+    """Whether a gradient may be asked of the times ``t``: yes for variables and
+    tensors a gradient tape watches; otherwise not for eager tensors, constants and
+    ``tf.stop_gradient`` outputs (``tf.gradients`` with respect to a constant's
+    times, with no tape, gets zeros), and yes for other graph tensors. Without it
+    the adjoint skips the evaluations of ``dL/dt``."""
+    if isinstance(t, tf.Variable) or _tfx.should_record_backprop([t]):
+        return True
+    if tf.executing_eagerly() or _tfx.is_eager_tensor(t):  # also: captured by a graph
+        return False
+    return t.op.type not in ("Const", "StopGradient")
 
 
 def _numpy_call(fn, inputs, dtypes, name):

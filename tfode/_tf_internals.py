@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Callable
 
 from tensorflow.python.eager import record as _record
+from tensorflow.python.framework.ops import EagerTensor as _EagerTensor
 from tensorflow.python.saved_model import save_context as _save_context
 
 TF_CHECKED = "2.21"
@@ -24,6 +25,16 @@ def stop_recording():
     """A context in which no gradient tape records (the solver's callbacks run inside
     the forward op; their evaluations must not be taped)."""
     return _record.stop_recording()
+
+
+def should_record_backprop(tensors) -> bool:
+    """Whether an active gradient tape watches any of the (eager) ``tensors``."""
+    return _record.should_record_backprop(tensors)
+
+
+def is_eager_tensor(t) -> bool:
+    """Whether ``t`` is an eager tensor (a value, even where a graph captures it)."""
+    return isinstance(t, _EagerTensor)
 
 
 def in_save_context() -> bool:

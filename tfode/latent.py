@@ -221,9 +221,12 @@ class LatentODE(keras.Model):
         all ``>= t0``) as ``[len(times), batch, latent_dim]``. With
         ``with_intensity`` returns ``(z, integral of lambda from t0)``."""
         z0 = tf.convert_to_tensor(z0, self.compute_dtype)
-        times = tf.cast(times, tf.float64)
-        # Integrate from t0; it is an output time already when times[0] == t0.
+        # The times are data: no gradient flows to them (the adjoint then skips the
+        # evaluations of dL/dt). Integrate from t0; it is an output time already
+        # when times[0] == t0.
+        times = tf.stop_gradient(tf.cast(times, tf.float64))
         grid, _ = tf.unique(tf.concat([[self.t0], times], 0))
+        grid = tf.stop_gradient(grid)
         skip = tf.size(grid) - tf.size(times)
         solver = dict(method=self.method, rtol=self.rtol, atol=self.atol, stats=self.stats,
                       **self.odeint_kwargs)
