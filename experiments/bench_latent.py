@@ -1,9 +1,11 @@
-"""Benchmark B4 (tfode's side): one training iteration of the paper's latent ODE
-(irregular spirals, full ELBO step with Adam) through the paper's adjoint (SciPy
-``odeint`` with the backsolve adjoint) and through the in-graph fast path
-(``tf_dopri5``, backpropagated), at the same weights, data and seeds, with the
-ELBO gradient of each against a tight reference. Prints a table and writes JSON
-with the machine and thread settings.
+"""Benchmark B4: one training iteration of the paper's latent ODE (irregular
+spirals, full ELBO step with Adam) through tfode's adjoint (SciPy ``odeint`` with
+the backsolve adjoint) and its in-graph fast path (``tf_dopri5``, backpropagated),
+beside torchdiffeq's dopri5 ``odeint_adjoint`` and backprop ``odeint`` on the same
+model (``experiments.torch_models.LatentODE``) at the same weights, data and
+reparameterisation noise, with the ELBO gradient of each against a tight reference.
+Prints a table and writes JSON with the machine and thread settings; the torch rows
+need the ``compare`` extra and are left out without it.
 
     python -m experiments.bench_latent --batch 100 --tols 1e-5,1.49012e-8
 """
@@ -26,6 +28,11 @@ from experiments._common import (  # noqa: E402
 )
 
 METHODS = ("odeint", "tf_dopri5")
+TORCH = ("torchdiffeq_adjoint", "torchdiffeq_backprop")
+IMPLEMENTATION = {"odeint": "tfode odeint (SciPy LSODA, adjoint)",
+                  "tf_dopri5": "tfode tf_dopri5 (in-graph, backprop)",
+                  "torchdiffeq_adjoint": "torchdiffeq dopri5 odeint_adjoint",
+                  "torchdiffeq_backprop": "torchdiffeq dopri5 odeint (backprop)"}
 
 
 def _data(batch: int, n_obs: int, seed: int):
@@ -77,6 +84,60 @@ def measure(method: str, tol: float, x, t, repeats: int, reference=None) -> dict
             "nfe_backward": nfe["nfe_backward"], "grad_rel_error": error, "grad": flat}
 
 
+def measure_torch(kind: str, tol: float, x, t, repeats: int, reference) -> dict:
+    """:func:`measure` for torchdiffeq on the twin of the same Keras model (weights
+    copied, the same reparameterisation noise); the gradient is compared in the
+    Keras variables' order and layout."""
+    import keras
+    import tensorflow as tf
+    import torch
+    import torchdiffeq
+
+    from experiments.torch_models import LatentODE as TorchLatentODE
+    from experiments.torch_models import keras_to_torch, torch_gradients_as_keras
+    from tfode.latent import LatentODE
+
+    keras.utils.set_random_seed(0)
+    model = LatentODE(obs_std=0.3)
+    twin = keras_to_torch(model, TorchLatentODE(obs_std=0.3).double())
+    eps = torch.as_tensor(tf.random.stateless_normal([x.shape[0], model.latent_dim], (0, 0),
+                                                     dtype=tf.float64).numpy())
+    xt, tt = torch.as_tensor(x), torch.as_tensor(t)
+    solve = torchdiffeq.odeint_adjoint if kind == "torchdiffeq_adjoint" else torchdiffeq.odeint
+    extra = {"adjoint_params": tuple(twin.dynamics.parameters())} if "adjoint" in kind else {}
+    opt = torch.optim.Adam(twin.parameters(), 0.01)
+
+    def grads():
+        twin.zero_grad()
+        loss = -twin.elbo(xt, tt, eps, solve, rtol=tol, atol=tol, method="dopri5",
+                          **extra).mean()
+        twin.nfe = 0
+        loss.backward()
+        return twin.nfe
+
+    def step():
+        twin.nfe = 0
+        loss = -twin.elbo(xt, tt, eps, solve, rtol=tol, atol=tol, method="dopri5",
+                          **extra).mean()
+        forward = twin.nfe
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return forward, twin.nfe - forward
+
+    grads()
+    flat = np.concatenate([g.ravel() for g in torch_gradients_as_keras(twin, model)])
+    step()
+    best, nfe = float("inf"), (0, 0)
+    for _ in range(repeats):
+        start = time.perf_counter()
+        nfe = step()
+        best = min(best, time.perf_counter() - start)
+    error = float(np.linalg.norm(flat - reference) / np.linalg.norm(reference))
+    return {"method": kind, "tol": tol, "step_s": best, "nfe_forward": nfe[0],
+            "nfe_backward": nfe[1], "grad_rel_error": error, "grad": flat}
+
+
 def main(argv=None):
     parser = script_parser(__doc__)
     parser.add_argument("--batch", type=int, default=100, help="sequences per iteration")
@@ -87,30 +148,60 @@ def main(argv=None):
                         help="TensorFlow threads: its defaults, or one intra- and inter-op")
     parser.add_argument("--seed", type=int, default=0, help="data seed")
     parser.add_argument("--out", default="results/benchmarks", help="output folder")
+    parser.add_argument("--no-torch", action="store_true",
+                        help="leave out torchdiffeq's rows")
     args = parser.parse_args(argv)
+    kinds = list(METHODS)
+    if not args.no_torch:
+        try:
+            import torch
+            import torchdiffeq  # noqa: F401
+        except ImportError:
+            print("torch or torchdiffeq is not installed: B4 without torchdiffeq's rows "
+                  "(pip install -e '.[compare]')")
+        else:
+            kinds += TORCH
     if args.threads == "one":
         single_thread_tf()
+        if len(kinds) > len(METHODS):
+            torch.set_num_threads(1)
+            torch.set_num_interop_threads(1)
     x, t = _data(args.batch, args.n_obs, args.seed)
     reference = measure("odeint", 1e-11, x, t, 0)["grad"]
     rows = []
     for tol in (float(v) for v in args.tols.split(",")):
-        for method in METHODS:
-            row = measure(method, tol, x, t, args.repeats, reference)
+        block = {}
+        for kind in kinds:
+            run = measure_torch if kind in TORCH else measure
+            row = run(kind, tol, x, t, args.repeats, reference)
             row.pop("grad")
+            row["implementation"] = IMPLEMENTATION[kind]
             rows.append(row)
-            print(f"  {method:10s} tol {tol:.3g}: {row['step_s']:.3f} s, NFE "
+            block[kind] = row
+            print(f"  {IMPLEMENTATION[kind]:40s} tol {tol:.3g}: {row['step_s']:.3f} s, NFE "
                   f"{row['nfe_forward']}/{row['nfe_backward']}, gradient error "
                   f"{row['grad_rel_error']:.1e}", flush=True)
-        adjoint, fast = rows[-2], rows[-1]
-        fast["speedup_vs_adjoint"] = adjoint["step_s"] / fast["step_s"]
-    cols = ["method", "tol", "step_s", "nfe_forward", "nfe_backward", "grad_rel_error",
-            "speedup_vs_adjoint"]
+        block["tf_dopri5"]["speedup_vs_adjoint"] = (block["odeint"]["step_s"]
+                                                    / block["tf_dopri5"]["step_s"])
+        if "torchdiffeq_adjoint" in block:
+            for kind in METHODS:  # each tfode path against its torchdiffeq counterpart
+                block[kind]["vs_torch_adjoint"] = (block[kind]["step_s"]
+                                                   / block["torchdiffeq_adjoint"]["step_s"])
+                block[kind]["vs_torch_backprop"] = (block[kind]["step_s"]
+                                                    / block["torchdiffeq_backprop"]["step_s"])
+    cols = ["implementation", "tol", "step_s", "nfe_forward", "nfe_backward",
+            "grad_rel_error", "speedup_vs_adjoint", "vs_torch_adjoint", "vs_torch_backprop"]
     table = markdown_table(rows, cols)
     print(table)
+    threads = {"tensorflow": "one intra-op, one inter-op" if args.threads == "one" else
+               "TensorFlow's defaults"}
+    if len(kinds) > len(METHODS):
+        threads["torch"] = f"{torch.get_num_threads()} intra-op"
     path = write_json(os.path.join(args.out, f"latent_b4_{args.threads}_threads.json"),
-                      {"benchmark": "B4 latent ODE iteration (tfode side)",
+                      {"benchmark": "B4 latent ODE iteration",
                        "batch": args.batch, "n_obs": args.n_obs, "threads": args.threads,
-                       "machine": machine(), "rows": rows, "table": table})
+                       "thread_settings": threads, "machine": machine(), "rows": rows,
+                       "table": table})
     print(f"wrote {path}")
     return rows
 

@@ -8,7 +8,11 @@ torchdiffeq). Two models have twins, written as in the torchdiffeq examples:
 * the MNIST ODE function (Keras: ``tfode.layers.ConvODEFunc``): GroupNorm, ReLU,
   ConcatConv2d, GroupNorm, ReLU, ConcatConv2d, GroupNorm, where torchdiffeq's
   ConcatConv2d puts time as the *first* input channel (NCHW) and tfode's
-  ConcatConv2D as the *last* (NHWC): the transfer permutes the kernel accordingly.
+  ConcatConv2D as the *last* (NHWC): the transfer permutes the kernel accordingly;
+* the latent ODE of Table 2 (Keras: ``tfode.latent.LatentODE``): a tanh RNN read
+  backward over ``[x_i, t_i - t_{i-1}]`` (torch's two RNN biases: Keras's bias and
+  zero), the ``q(z0)`` head, the ELU dynamics and ReLU decoder MLPs, the ELBO with
+  one solve for the batch at the union of its times.
 
 ``keras_to_torch(keras_obj, torch_module)`` and ``torch_to_keras(torch_module,
 keras_obj)`` copy every weight; both raise a ValueError naming the pair whose shapes
@@ -81,6 +85,45 @@ class Counted(nn.Module):
         return self.func(t, y)
 
 
+class LatentODE(nn.Module):
+    """``tfode.latent.LatentODE`` (Gaussian observations, no intensity) in PyTorch."""
+
+    def __init__(self, obs_dim: int = 2, latent_dim: int = 4, rnn_units: int = 25,
+                 dynamics_units: int = 20, decoder_units: int = 20, obs_std: float = 0.3,
+                 t0: float = 0.0):
+        super().__init__()
+        self.obs_std, self.t0 = float(obs_std), float(t0)
+        self.rnn = nn.RNN(obs_dim + 1, rnn_units, batch_first=True, nonlinearity="tanh")
+        self.head = nn.Linear(rnn_units, 2 * latent_dim)
+        self.dynamics = nn.Sequential(nn.Linear(latent_dim, dynamics_units), nn.ELU(),
+                                      nn.Linear(dynamics_units, latent_dim))
+        self.decoder = nn.Sequential(nn.Linear(latent_dim, decoder_units), nn.ReLU(),
+                                     nn.Linear(decoder_units, obs_dim))
+        self.nfe = 0
+
+    def forward(self, t, z):  # the latent dynamics, counted
+        self.nfe += 1
+        return self.dynamics(z)
+
+    def elbo(self, x, t, eps, solve, **solver):
+        """The ELBO of each sequence for observations ``x`` ``[B, n, D]`` at times ``t``
+        ``[B, n]``, with the reparameterisation noise ``eps`` ``[B, latent]``;
+        ``solve`` is ``torchdiffeq.odeint`` or ``odeint_adjoint``."""
+        previous = torch.cat([torch.full_like(t[:, :1], self.t0), t[:, :-1]], 1)
+        inputs = torch.cat([x, (t - previous)[..., None]], -1).flip(1)
+        _, h = self.rnn(inputs)
+        mean, logvar = self.head(h[0]).chunk(2, -1)
+        z0 = mean + torch.exp(0.5 * logvar) * eps
+        grid = torch.unique(torch.cat([t.new_tensor([self.t0]), t.reshape(-1)]))
+        zs = solve(self, z0, grid, **solver)  # [T, B, latent]
+        index = torch.searchsorted(grid, t.contiguous())
+        z = zs[index, torch.arange(t.shape[0])[:, None]]
+        std = self.obs_std
+        logp = -0.5 * (np.log(2 * np.pi) + 2 * np.log(std) + ((x - self.decoder(z)) / std) ** 2)
+        kl = 0.5 * torch.sum(torch.exp(logvar) + mean ** 2 - 1.0 - logvar, -1)
+        return logp.sum((-1, -2)) - kl
+
+
 # -- weight transfer -----------------------------------------------------------------
 def _pairs(keras_obj, torch_module):
     """(keras variables, torch parameters, kind) for each corresponding layer."""
@@ -104,8 +147,36 @@ def _pairs(keras_obj, torch_module):
         pairs += [((c.conv.kernel, c.conv.bias), (tc.layer.weight, tc.layer.bias), "concat_conv")
                   for c, tc in ((k.conv1, m.conv1), (k.conv2, m.conv2))]
         return pairs
+    if isinstance(torch_module, LatentODE):
+        k, m = keras_obj, torch_module
+        cell = k.encoder.rnn.cell
+        zero = _Zeros(m.rnn.bias_hh_l0.shape)  # torch's second RNN bias; Keras has one
+        pairs = [((cell.kernel, cell.bias), (m.rnn.weight_ih_l0, m.rnn.bias_ih_l0), "dense"),
+                 ((cell.recurrent_kernel, zero), (m.rnn.weight_hh_l0, m.rnn.bias_hh_l0),
+                  "dense"),
+                 ((k.encoder.head.kernel, k.encoder.head.bias), (m.head.weight, m.head.bias),
+                  "dense")]
+        for mlp, seq in ((k.dynamics, m.dynamics), (k.decoder, m.decoder)):
+            pairs += [((d.kernel, d.bias), (lin.weight, lin.bias), "dense")
+                      for d, lin in ((mlp.inner, seq[0]), (mlp.outer, seq[2]))]
+        return pairs
     raise TypeError(f"No weight transfer for {type(torch_module).__name__}; supported: "
-                    "SpiralMLP, ConvODEFunc.")
+                    "SpiralMLP, ConvODEFunc, LatentODE.")
+
+
+class _Zeros:
+    """A fixed zero array standing in for a Keras variable (torch's extra RNN bias)."""
+
+    def __init__(self, shape):
+        self.shape, self.path = tuple(shape), "(zero bias)"
+
+    def numpy(self):
+        return np.zeros(self.shape)
+
+    def assign(self, value):
+        if np.any(value):
+            raise ValueError("torch's hidden-to-hidden RNN bias has no Keras counterpart: it "
+                             "must be zero to copy the RNN to Keras.")
 
 
 def _to_torch_layout(kind: str, kernel: np.ndarray) -> np.ndarray:
@@ -138,6 +209,20 @@ def keras_to_torch(keras_obj, torch_module: nn.Module) -> nn.Module:
                                      f"{value.shape}, torch expects {tuple(tp.shape)}.")
                 tp.copy_(torch.as_tensor(value, dtype=tp.dtype))
     return torch_module
+
+
+def torch_gradients_as_keras(torch_module: nn.Module, keras_obj) -> list[np.ndarray]:
+    """The ``.grad`` of the twin's parameters as arrays shaped and ordered like the Keras
+    object's trainable variables (torch's extra RNN bias, with the same gradient as the
+    other, is left out)."""
+    by_path = {}
+    for kvars, tparams, kind in _pairs(keras_obj, torch_module):
+        for i, (kv, tp) in enumerate(zip(kvars, tparams)):
+            if isinstance(kv, _Zeros):
+                continue
+            grad = tp.grad.detach().cpu().numpy()
+            by_path[kv.path] = _to_keras_layout(kind, grad) if i == 0 else grad
+    return [by_path[v.path] for v in keras_obj.trainable_variables]
 
 
 def torch_to_keras(torch_module: nn.Module, keras_obj):

@@ -59,6 +59,34 @@ def test_mnist_ode_function_transfer_both_ways_permutes_the_time_channel():
         .transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-5)
 
 
+def test_latent_ode_twin_gives_the_same_elbo_and_gradients():
+    """The torch latent ODE with the Keras weights: the same ELBO (both solved at
+    1e-12) and, as torchdiffeq's tolerance tightens, gradients converging on tfode's
+    (which its adjoints agree on to 1e-10)."""
+    from experiments.bench_latent import _data
+    from tfode.latent import LatentODE
+
+    x, t = _data(6, 5, 0)
+    keras.utils.set_random_seed(0)
+    model = LatentODE(obs_std=0.3, method="dop853", rtol=1e-12, atol=1e-12)
+    with tf.GradientTape() as tape:
+        loss = -tf.reduce_mean(model.elbo(x, t, seed=(0, 0)))
+    want = np.concatenate([g.numpy().ravel()
+                           for g in tape.gradient(loss, model.trainable_variables)])
+    twin = tm.keras_to_torch(model, tm.LatentODE(obs_std=0.3).double())
+    eps = torch.as_tensor(tf.random.stateless_normal([6, 4], (0, 0), dtype=tf.float64).numpy())
+    errors = []
+    for tol in (1e-8, 1e-10, 1e-12):
+        twin.zero_grad()
+        got = -twin.elbo(torch.tensor(x), torch.tensor(t), eps, torchdiffeq.odeint, rtol=tol,
+                         atol=tol, method="dopri5").mean()
+        got.backward()
+        grad = np.concatenate([g.ravel() for g in tm.torch_gradients_as_keras(twin, model)])
+        errors.append(np.linalg.norm(grad - want) / np.linalg.norm(want))
+    assert float(got) == pytest.approx(float(loss), rel=1e-10)
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-6
+
+
 def test_transfer_rejects_mismatched_models():
     from experiments.ode_demo import build_model
 

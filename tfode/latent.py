@@ -41,9 +41,17 @@ PAPER_TOLERANCE = 1.49012e-8
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
+def _as_dtype(value, dtype):
+    """``value`` as a tensor of ``dtype``; Python numbers converted directly (a cast
+    would round them to float32 first: 0.3 would become 0.30000001192...)."""
+    if isinstance(value, (tf.Tensor, tf.Variable)):
+        return tf.cast(value, dtype)
+    return tf.convert_to_tensor(value, dtype)
+
+
 def gaussian_log_prob(x, mean, std):
     """Elementwise log N(x; mean, std^2); ``std`` a scalar or a tensor."""
-    std = tf.cast(std, mean.dtype)
+    std = _as_dtype(std, mean.dtype)
     return -0.5 * (_LOG_2PI + 2.0 * tf.math.log(std) + tf.square((x - mean) / std))
 
 
@@ -72,7 +80,7 @@ def poisson_log_likelihood(log_intensity_at_events, integrated_intensity, mask=N
 
 def _time_gaps(t, t0):
     """``t_i - t_{i-1}`` with ``t_{-1} = t0``, for ``t`` of shape ``[batch, n]``."""
-    previous = tf.concat([tf.fill(tf.shape(t[:, :1]), tf.cast(t0, t.dtype)), t[:, :-1]], 1)
+    previous = tf.concat([tf.fill(tf.shape(t[:, :1]), _as_dtype(t0, t.dtype)), t[:, :-1]], 1)
     return t - previous
 
 
