@@ -44,16 +44,20 @@ def _data(batch: int, n_obs: int, seed: int):
     return x, d.t[idx[:batch]]
 
 
-def measure(method: str, tol: float, x, t, repeats: int, reference=None) -> dict:
+def measure(method: str, tol: float, x, t, repeats: int, reference=None,
+            backward: str | None = None) -> dict:
     """Seconds per iteration (best of ``repeats``), NFE, and the gradient's relative
-    error against ``reference`` (the flat gradient at a tight tolerance)."""
+    error against ``reference`` (the flat gradient at a tight tolerance); ``backward``
+    the adjoint's backward method (None: its default)."""
     import keras
     import tensorflow as tf
 
+    import tfode
     from tfode.latent import LatentODE
 
     keras.utils.set_random_seed(0)
-    model = LatentODE(obs_std=0.3, method=method, rtol=tol, atol=tol)
+    extra = {} if backward is None else {"adjoint": tfode.Backsolve(method=backward)}
+    model = LatentODE(obs_std=0.3, method=method, rtol=tol, atol=tol, odeint_kwargs=extra)
 
     @tf.function
     def grads():
@@ -80,7 +84,10 @@ def measure(method: str, tol: float, x, t, repeats: int, reference=None) -> dict
     nfe = model.stats.as_dict()
     error = (None if reference is None
              else float(np.linalg.norm(flat - reference) / np.linalg.norm(reference)))
-    return {"method": method, "tol": tol, "step_s": best, "nfe_forward": nfe["nfe_forward"],
+    if model.stats.backward_info is not None:
+        backward = model.stats.backward_info.method
+    return {"method": method, "backward": backward, "tol": tol, "step_s": best,
+            "nfe_forward": nfe["nfe_forward"],
             "nfe_backward": nfe["nfe_backward"], "grad_rel_error": error, "grad": flat}
 
 
@@ -148,6 +155,9 @@ def main(argv=None):
                         help="TensorFlow threads: its defaults, or one intra- and inter-op")
     parser.add_argument("--seed", type=int, default=0, help="data seed")
     parser.add_argument("--out", default="results/benchmarks", help="output folder")
+    parser.add_argument("--backward", type=lambda v: [m for m in v.split(",") if m],
+                        default=[], help="also time the adjoint with these backward methods "
+                                         "(comma list; the default rule's row is always there)")
     parser.add_argument("--no-torch", action="store_true",
                         help="leave out torchdiffeq's rows")
     args = parser.parse_args(argv)
@@ -178,9 +188,19 @@ def main(argv=None):
             row["implementation"] = IMPLEMENTATION[kind]
             rows.append(row)
             block[kind] = row
-            print(f"  {IMPLEMENTATION[kind]:40s} tol {tol:.3g}: {row['step_s']:.3f} s, NFE "
-                  f"{row['nfe_forward']}/{row['nfe_backward']}, gradient error "
-                  f"{row['grad_rel_error']:.1e}", flush=True)
+            extra = []
+            if kind == "odeint":
+                row["implementation"] += f", backward {row['backward']} (default)"
+                for backward in args.backward:
+                    extra.append(measure(kind, tol, x, t, args.repeats, reference, backward))
+                    extra[-1].pop("grad")
+                    extra[-1]["implementation"] = f"{IMPLEMENTATION[kind]}, backward {backward}"
+                    extra[-1]["method"] = f"odeint/{backward}"
+            for r in [row] + extra:
+                print(f"  {r['implementation']:55s} tol {tol:.3g}: {r['step_s']:.3f} s, NFE "
+                      f"{r['nfe_forward']}/{r['nfe_backward']}, gradient error "
+                      f"{r['grad_rel_error']:.1e}", flush=True)
+            rows += extra
         block["tf_dopri5"]["speedup_vs_adjoint"] = (block["odeint"]["step_s"]
                                                     / block["tf_dopri5"]["step_s"])
         if "torchdiffeq_adjoint" in block:
@@ -197,7 +217,8 @@ def main(argv=None):
                "TensorFlow's defaults"}
     if len(kinds) > len(METHODS):
         threads["torch"] = f"{torch.get_num_threads()} intra-op"
-    path = write_json(os.path.join(args.out, f"latent_b4_{args.threads}_threads.json"),
+    name = f"latent_b4_batch{args.batch}_{args.threads}_threads.json"
+    path = write_json(os.path.join(args.out, name),
                       {"benchmark": "B4 latent ODE iteration",
                        "batch": args.batch, "n_obs": args.n_obs, "threads": args.threads,
                        "thread_settings": threads, "machine": machine(), "rows": rows,

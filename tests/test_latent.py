@@ -360,7 +360,7 @@ def test_b4_benchmark_runs_both_paths_and_writes_json(tmp_path):
     assert [r["method"] for r in rows] == expected
     # Every side's gradient near the tight reference, on the same weights and noise.
     assert all(r["grad_rel_error"] < 1e-3 and r["step_s"] > 0 for r in rows)
-    saved = json.loads((tmp_path / "latent_b4_default_threads.json").read_text())
+    saved = json.loads((tmp_path / "latent_b4_batch4_default_threads.json").read_text())
     assert saved["machine"]["cores"] and len(saved["rows"]) == len(expected)
     if len(expected) == 4:
         assert rows[0]["vs_torch_adjoint"] == pytest.approx(rows[0]["step_s"] / rows[2]["step_s"])
