@@ -22,6 +22,38 @@ def tf_problem(problem):
 # tests/test_tfode_odeint.py::test_values_and_gradients_match_closed_form.
 
 
+@pytest.mark.parametrize("direction", [1.0, -1.0], ids=["forward", "reverse"])
+@pytest.mark.parametrize("method", PAIRS)
+def test_dense_outputs_cost_no_steps_and_stay_within_tolerance(method, direction):
+    """Many output times read off the steps' dense output: the evaluations are those of
+    three outputs, the values within the tolerance of the closed form; landing on every
+    output (interpolate=False) takes a step per output instead."""
+    problem = BY_NAME["linear"]
+    p, func = tf_problem(problem)
+    y0 = tf.constant(problem.y0, F64)
+    w = tf.constant(np.linspace(0.5, 1.5, problem.y0.size), F64)
+    tol = 1e-8
+    nfe, values, grads = {}, {}, {}
+    for name, count, interpolate in (("few", 3, True), ("many", 201, True),
+                                     ("landing", 201, False)):
+        t = direction * np.linspace(0.0, 1.5, count)
+        stats = tfode.SolveStats()
+        with tf.GradientTape() as tape:
+            ys = tfode.odeint(func, y0, t, method=method, rtol=tol, atol=tol, stats=stats,
+                              options={"interpolate": interpolate})
+            loss = tf.reduce_sum(ys[-1] * w)
+        grads[name] = tape.gradient(loss, p).numpy()
+        nfe[name] = int(stats.nfe_forward.numpy())
+        exact = problem.exact(t, 0.0, problem.y0, problem.params)
+        values[name] = np.max(np.abs(ys.numpy() - exact) / (tol + tol * np.abs(exact)))
+    assert nfe["many"] == nfe["few"] < nfe["landing"]
+    assert max(values.values()) < 50  # tolerance-normalised error
+    # The last output is a step's own end either way: the same gradient as few outputs.
+    np.testing.assert_allclose(grads["many"], grads["few"], rtol=1e-12)
+    with pytest.raises(TypeError, match="interpolate must be True or False"):
+        tfode.odeint(func, y0, [0.0, 1.0], method=method, options={"interpolate": "yes"})
+
+
 @pytest.mark.parametrize("method", PAIRS)
 def test_reverse_time_and_the_error_tracks_the_tolerance(method):
     problem = BY_NAME["linear"]

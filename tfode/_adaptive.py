@@ -3,9 +3,13 @@
 ``tf_dopri5`` (Dormand-Prince 5(4)) and ``tf_bosh3`` (Bogacki-Shampine 3(2)) step
 inside one ``tf.while_loop``: no host round trip per evaluation, XLA-compilable, and
 differentiated by backpropagation through the accepted and rejected steps
-(discretise-then-optimise; memory grows with the steps). Every output time is the end
-of a step (the step before it is shortened to land there), so the outputs are the
-method's own states, not an interpolant's. Error control as SciPy's and torchdiffeq's:
+(discretise-then-optimise; memory grows with the steps). By default the steps run
+free of the output times and each output is read off the step that covers it by the
+pair's dense output (DOPRI5's fourth-order interpolant, as in torchdiffeq; a cubic
+Hermite for Bogacki-Shampine): many close output times then cost no extra steps.
+With ``options={"interpolate": False}`` every output time is the end of a step (the
+step before it is shortened to land there), so the outputs are the method's own
+states. Error control as SciPy's and torchdiffeq's:
 the root mean square of the local error estimate over ``atol + rtol * max(|y|,
 |y_new|)``, steps grown or shrunk by ``0.9 * err^(-1/(q+1))`` within [0.2, 10], the
 first step by Hairer's rule.
@@ -31,6 +35,7 @@ class Pair:
     a: tuple
     b: tuple  # the propagated solution (its last stage is f at the new state)
     e: tuple  # b minus the embedded solution's weights: the local error estimate
+    mid: tuple = ()  # weights of the dense output's midpoint (none: cubic Hermite)
 
 
 PAIRS = {
@@ -43,7 +48,11 @@ PAIRS = {
            (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84)),
         b=(35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0),
         e=(35 / 384 - 5179 / 57600, 0.0, 500 / 1113 - 7571 / 16695, 125 / 192 - 393 / 640,
-           -2187 / 6784 + 92097 / 339200, 11 / 84 - 187 / 2100, -1 / 40)),
+           -2187 / 6784 + 92097 / 339200, 11 / 84 - 187 / 2100, -1 / 40),
+        # Shampine's midpoint of the continuous extension (Hairer's DOPRI5 dense output).
+        mid=(6025192743 / 30085553152 / 2, 0.0, 51252292925 / 65400821598 / 2,
+             -2691868925 / 45128329728 / 2, 187940372067 / 1594534317056 / 2,
+             -1776094331 / 19743644256 / 2, 11237099 / 235043384 / 2)),
     "tf_bosh3": Pair(
         "tf_bosh3", 2,
         c=(0.0, 0.5, 0.75, 1.0),
@@ -53,7 +62,7 @@ PAIRS = {
 }
 
 #: Options of the in-graph adaptive methods.
-ADAPTIVE_OPTIONS = frozenset({"max_steps", "first_step", "max_step"})
+ADAPTIVE_OPTIONS = frozenset({"max_steps", "first_step", "max_step", "interpolate"})
 DEFAULT_MAX_STEPS = 10_000
 
 
@@ -61,10 +70,29 @@ def _rms(x):
     return tf.sqrt(tf.reduce_mean(tf.square(x)))
 
 
+def _dense_output(pair: Pair, y, y_new, fy, f_new, ks, h):
+    """The step's interpolant as a function of ``theta`` in [0, 1]."""
+    if pair.mid:  # quartic through y, y_mid, y_new with the end slopes
+        y_mid = y + h * tf.add_n([m * k for m, k in zip(pair.mid, ks) if m])
+        a = 2 * h * (f_new - fy) - 8 * (y_new + y) + 16 * y_mid
+        b = h * (5 * fy - 3 * f_new) + 18 * y + 14 * y_new - 32 * y_mid
+        c = h * (f_new - 4 * fy) - 11 * y - 5 * y_new + 16 * y_mid
+        d = h * fy
+        return lambda x: y + x * (d + x * (c + x * (b + x * a)))
+    dy = y_new - y  # cubic Hermite
+
+    def hermite(x):
+        return y + x * (h * fy + x * ((3 * dy - h * (2 * fy + f_new))
+                                      + x * (h * (fy + f_new) - 2 * dy)))
+
+    return hermite
+
+
 def adaptive_odeint(func, y0: tf.Tensor, t: tf.Tensor, method: str, rtol: float, atol: float,
                     max_steps: int = DEFAULT_MAX_STEPS, first_step: float | None = None,
-                    max_step: float | None = None):
-    """Integrates in-graph with an adaptive pair.
+                    max_step: float | None = None, interpolate: bool = True):
+    """Integrates in-graph with an adaptive pair (outputs from the dense output, or,
+    with ``interpolate=False``, at steps landing on them).
 
     Returns:
         ``(ys, stats, where)``: ``ys`` of shape ``[len(t), *y0.shape]`` (NaN at output times
@@ -103,14 +131,17 @@ def adaptive_odeint(func, y0: tf.Tensor, t: tf.Tensor, method: str, rtol: float,
     else:
         h = tf.constant(first_step, dtype)
         nfev0 = 1
-    h = sign * tf.minimum(h, h_max)
+    h = tf.stop_gradient(sign * tf.minimum(h, h_max))
     stages = len(pair.c)
-    nan = tf.fill(tf.concat([[n_t], tf.shape(y0)], 0), tf.constant(np.nan, dtype))
-    ys = tf.tensor_scatter_nd_update(nan, [[0]], y0[None])
-    index_shape = tf.concat([[n_t], tf.ones([tf.rank(y0)], tf.int32)], 0)
+    if not isinstance(interpolate, (bool, np.bool_)):
+        raise TypeError(f"interpolate must be True or False; got {interpolate!r}.")
+    outputs = tf.TensorArray(dtype, size=n_t, element_shape=y0.shape, clear_after_read=False)
+    outputs = outputs.write(0, y0)
+    t_end = tt[-1]
 
-    def step(s, y, fy, h, i, ys, nfev, accepted, here):
-        remaining = tt[i] - s
+    def step(s, y, fy, h, i, outputs, nfev, accepted, here):
+        target = tt[i] if not interpolate else t_end  # where a step must not pass
+        remaining = target - s
         land = tf.abs(h) >= tf.abs(remaining)
         h_try = tf.where(land, remaining, h)
         ks = [fy]
@@ -130,26 +161,48 @@ def adaptive_odeint(func, y0: tf.Tensor, t: tf.Tensor, method: str, rtol: float,
         h_next = h_try * factor
         # A step shortened to land that was accepted says nothing against the last size.
         h_next = tf.where(ok & land, sign * tf.maximum(tf.abs(h_next), tf.abs(h)), h_next)
-        h_next = sign * tf.minimum(tf.abs(h_next), h_max)
-        done = ok & land
-        hit = tf.reshape(tf.one_hot(i, n_t, on_value=True, off_value=False, dtype=tf.bool),
-                         index_shape) & done
-        return (tf.where(ok, tf.where(land, tt[i], s + h_try), s),
-                tf.where(ok, y_new, y), tf.where(ok, f_new, fy), h_next,
-                i + tf.cast(done, tf.int32), tf.where(hit, y_new[None], ys),
-                nfev + (stages - 1), accepted + tf.cast(ok, tf.int32),
+        # The controller's proposal is a constant to the gradient: what is
+        # differentiated is the solution for the steps taken. (Through the controller,
+        # a parameter would move the step ends, and an output read off a step would
+        # move against the state: a spurious term, 1e-2 of a latent ODE's gradient.)
+        h_next = tf.stop_gradient(sign * tf.minimum(tf.abs(h_next), h_max))
+        s_new = tf.where(land, target, s + h_try)
+        if interpolate:
+            # Every output the accepted step covers, from its dense output (the step's
+            # end itself exactly).
+            dense = _dense_output(pair, y, y_new, fy, f_new, ks, h_try)
+
+            def covered(j, out):
+                return (j < n_t) & ok & (sign * (tt[tf.minimum(j, n_t - 1)] - s_new) <= 0)
+
+            def read(j, out):
+                at_end = tt[j] == s_new
+                value = tf.where(at_end, y_new, dense((tt[j] - s) / h_try))
+                return j + 1, out.write(j, value)
+
+            i_new, outputs = tf.while_loop(covered, read, (i, outputs), maximum_iterations=n_t)
+            done = i_new > i
+        else:
+            done = ok & land
+            outputs = tf.cond(done, lambda: outputs.write(i, y_new), lambda: outputs)
+            i_new = i + tf.cast(done, tf.int32)
+        return (tf.where(ok, s_new, s), tf.where(ok, y_new, y), tf.where(ok, f_new, fy),
+                h_next, i_new, outputs, nfev + (stages - 1), accepted + tf.cast(ok, tf.int32),
                 tf.where(done, 0, here + 1))
 
-    def going(s, y, fy, h, i, ys, nfev, accepted, here):
+    def going(s, y, fy, h, i, outputs, nfev, accepted, here):
         return ((i < n_t) & (here < max_steps)
                 & (tf.abs(h) > 16 * eps * tf.maximum(tf.abs(s), 1.0)))
 
     zero = tf.constant(0, tf.int32)
-    state = (tt[0], y0, f0, h, tf.constant(1, tf.int32), ys, tf.constant(nfev0, tf.int32),
+    state = (tt[0], y0, f0, h, tf.constant(1, tf.int32), outputs, tf.constant(nfev0, tf.int32),
              zero, zero)
-    s, y, fy, h, i, ys, nfev, accepted, here = tf.while_loop(
+    s, y, fy, h, i, outputs, nfev, accepted, here = tf.while_loop(
         going, step, state,
         maximum_iterations=max_steps * 4 * tf.maximum(n_t - 1, 1))  # rejections included
+    reached = tf.reshape(tf.range(n_t) < i, tf.concat([[n_t], tf.ones([tf.rank(y0)], tf.int32)],
+                                                      0))
+    ys = tf.where(reached, outputs.stack(), tf.constant(np.nan, dtype))
     status = tf.cast(i < n_t, tf.int64)
     zero64 = tf.constant(0, tf.int64)
     stats = tf.stack([tf.cast(nfev, tf.int64), zero64, tf.cast(accepted, tf.int64), zero64,
