@@ -204,6 +204,14 @@ def table2(args, out: Path) -> list[dict]:
     (finished settings) and from each model's checkpoint (the one in progress)."""
     rows_path = out / "rows.json"
     rows = json.loads(rows_path.read_text()) if args.resume and rows_path.exists() else []
+    # A setting trained for fewer iterations than asked now is extended: its row goes,
+    # and its checkpoint continues the training (bitwise as if run that long at once).
+    planned = {kind: args.iters if kind == "latent_ode" else args.rnn_iters for kind in MODELS}
+    extended = [r for r in rows if r["iterations"] < planned[r["key"]]]
+    for r in extended:
+        print(f"-- {r['model']}, noise {r['noise']:g}, n = {r['n']}: extending from "
+              f"{r['iterations']} to {planned[r['key']]} iterations")
+    rows = [r for r in rows if r not in extended]
     done = {_row_key(r) for r in rows}
     for noise in args.noise:
         data = spirals(noise_std=noise, seed=args.data_seed)

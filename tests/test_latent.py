@@ -345,6 +345,14 @@ def test_experiment_tiny_run_writes_table_figures_and_resumes(tmp_path):
     again = latent_ode.main(argv + ["--resume", "--skip", "poisson"])
     assert [r["train_s"] for r in again["runs"]] == [r["train_s"] for r in summary["runs"]]
     assert json.loads((tmp_path / "rows.json").read_text()) == again["runs"]
+    # More iterations asked of a finished setting: it continues from its checkpoint.
+    longer = latent_ode.main(argv + ["--resume", "--skip", "poisson", "--iters", "3"])
+    lo3 = next(r for r in longer["runs"] if r["key"] == "latent_ode")
+    assert lo3["iterations"] == 3 and lo3["train_s"] > lo["train_s"]
+    history = (tmp_path / "history_latent_ode_noise0.3_n30.csv").read_text().splitlines()
+    assert len(history) == 1 + 3
+    rnns = [r for r in longer["runs"] if r["key"] != "latent_ode"]
+    assert rnns == [r for r in again["runs"] if r["key"] != "latent_ode"]
 
 
 def test_b4_benchmark_runs_both_paths_and_writes_json(tmp_path):
