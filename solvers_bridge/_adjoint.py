@@ -72,10 +72,10 @@ def default_adjoint_method(forward_method: str, aug_size: int,
        backward passes on large states are a deliberate opt-in.
 
     Measured on a latent ODE (100 sequences, 99 output intervals, 0.3 forward steps
-    per interval) at rtol = atol = 1.49e-8: LSODA backward 2.37 s per training
-    iteration, VODE Adams 1.27 s, DOPRI5 0.97 s; on the spiral MLP (9 intervals, 22
-    steps each) Adams stays the better one (1,020 against 1,639 backward
-    evaluations at 1e-8), and rule 1 leaves it.
+    per interval) at rtol = atol = 1.49e-8, one thread: LSODA backward 2.07 s per
+    training iteration, VODE Adams 1.22 s, DOPRI5 0.92 s; on the spiral MLP (9
+    intervals, 22 steps each) Adams stays the better one (1,020 against 1,639
+    backward evaluations at 1e-8), and rule 1 leaves it.
     """
     cls = get_method(forward_method)
     dopri5 = get_method("dopri5")
