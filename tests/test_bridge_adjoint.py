@@ -89,6 +89,39 @@ def test_default_adjoint_method_avoids_dense_fd_jacobians():
     assert sb.default_adjoint_method("lsoda", 5000, max_fd_jacobian_size=10_000) == "lsoda"
 
 
+def test_default_adjoint_method_takes_dopri5_after_short_non_stiff_multistep_intervals():
+    def rule(method, steps, intervals=99, stiff=False, **kw):
+        forward = sb.SolveInfo(method=method, nsteps=steps, stiff=stiff)
+        return sb.default_adjoint_method(method, 985, forward=forward, intervals=intervals,
+                                         rtol=1e-8, atol=1e-8, **kw)
+
+    for method in ("lsoda", "odeint", "adams"):
+        assert rule(method, 30) == "dopri5"  # 0.3 steps per interval
+        assert rule(method, 30, stiff=True) == method  # a stiff forward: a stiff backward
+        assert rule(method, 4 * 99) == method  # long intervals: the multistep code
+    assert rule("odeint", 30, intervals=1) == "odeint"  # one interval: no restarts
+    assert rule("rk45", 30) == "rk45"  # one-step methods keep themselves
+    assert rule("odeint", 30, options={"min_step": 1e-9}) == "odeint"  # dopri5 lacks it
+    forward = sb.SolveInfo(method="lsoda", nsteps=30)
+    assert sb.default_adjoint_method("lsoda", 985, forward=forward, intervals=99,
+                                     rtol=np.full(985, 1e-8), atol=1e-8) == "lsoda"
+    assert sb.default_adjoint_method("lsoda", 5000, forward=forward, intervals=99,
+                                     rtol=np.full(5000, 1e-8), atol=1e-8) == "adams"
+
+
+def test_solve_info_says_whether_a_stiff_method_ran():
+    y0, t = np.array([2.0, 0.0]), np.linspace(0.0, 50.0, 6)
+
+    def van_der_pol(mu):
+        return lambda s, y: np.array([y[1], mu * (1 - y[0] ** 2) * y[1] - y[0]])
+
+    for method in ("lsoda", "odeint"):
+        assert sb.solve(van_der_pol(1000.0), y0, t, method, 1e-6, 1e-6)[1].stiff
+        assert not sb.solve(van_der_pol(0.5), y0, t, method, 1e-6, 1e-6)[1].stiff
+    assert sb.solve(van_der_pol(0.5), y0, t, "bdf", 1e-6, 1e-6)[1].stiff
+    assert not sb.solve(van_der_pol(0.5), y0, t, "adams", 1e-6, 1e-6)[1].stiff
+
+
 def test_adjoint_failure_names_the_interval():
     p = BY_NAME["decay"]
     t = np.array([0.0, 1.0, 2.0])
