@@ -180,3 +180,34 @@ def test_the_latent_ode_trains_through_the_fast_path_with_the_adjoints_gradients
     (la, ga), (lb, gb) = grads["odeint"], grads["tf_dopri5"]
     assert lb == pytest.approx(la, rel=1e-7)
     assert np.linalg.norm(gb - ga) <= 1e-5 * np.linalg.norm(ga)
+
+
+def test_eager_solves_trace_their_loop_once_and_let_the_dynamics_go():
+    import gc
+    import weakref
+
+    w = tf.Variable([[-0.1, 1.0], [-1.0, -0.1]], dtype=F64)
+    traced = []
+
+    def func(t, y):
+        traced.append(1)  # Python runs only while the loop is traced
+        return y @ w
+
+    y0, t = tf.ones([3, 2], F64), tf.constant([0.0, 1.0, 2.0], F64)
+    first = tfode.odeint(func, y0, t, method="tf_dopri5", rtol=1e-8, atol=1e-8)
+    calls = len(traced)
+    with tf.GradientTape() as tape:
+        again = tfode.odeint(func, y0, t, method="tf_dopri5", rtol=1e-8, atol=1e-8)
+        loss = tf.reduce_sum(again)
+    assert tape.gradient(loss, w) is not None
+    np.testing.assert_allclose(again.numpy(), first.numpy(), rtol=1e-13)
+    calls = len(traced)
+    third = tfode.odeint(func, y0, t, method="tf_dopri5", rtol=1e-8, atol=1e-8)
+    assert len(traced) == calls  # the cached loop, not a new trace
+    np.testing.assert_array_equal(third.numpy(), first.numpy())
+    other = tfode.odeint(func, y0, t, method="tf_dopri5", rtol=1e-6, atol=1e-6)
+    assert len(traced) > calls and np.abs(other.numpy() - first.numpy()).max() < 1e-5
+    ref = weakref.ref(func)
+    del func
+    gc.collect()
+    assert ref() is None  # the cache holds the dynamics weakly

@@ -12,6 +12,8 @@ through their operations (the RK-Net baseline).
 
 from __future__ import annotations
 
+import inspect
+import weakref
 from collections.abc import Callable
 
 import numpy as np
@@ -217,14 +219,11 @@ def _in_graph(func, y0, t, method, rtol, atol, options, adjoint, stats):
                              "'adams', 'bdf' or 'lsoda' for per-component tolerances.")
         rtol, atol = float(rtol), float(atol)
 
-        def solve(y0, t):
-            return adaptive_odeint(func, y0, t, method, rtol, atol, **options)
-
         if tf.executing_eagerly():  # one graph for the loop, not an op at a time
-            ys, vector, where = tf.function(solve, autograph=False)(y0, t)
+            ys, vector, where = _eager_solve(func, method, rtol, atol, options)(y0, t)
             raise_if_failed(method, vector, where)
         else:
-            ys, vector, _ = solve(y0, t)
+            ys, vector, _ = adaptive_odeint(func, y0, t, method, rtol, atol, **options)
     if stats is None:
         return ys
     with tf.control_dependencies(stats.record("forward", vector)):
@@ -242,6 +241,36 @@ def _in_graph(func, y0, t, method, rtol, atol, options, adjoint, stats):
         return tf.identity(x), grad
 
     return mark_backward(ys)
+
+
+#: The compiled loops of eager in-graph solves, per dynamics function (weakly: a
+#: function that goes away takes its loops with it) and configuration.
+_EAGER_SOLVES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _eager_solve(func, method, rtol, atol, options):
+    """The ``tf.function`` of an eager in-graph solve, traced once per dynamics,
+    configuration and input signature (not on every call: a trace costs about 80x the
+    solve of a small problem)."""
+    owner, inner = (func.__self__, func.__func__) if inspect.ismethod(func) else (func, None)
+    try:
+        key = (inner, method, rtol, atol, tuple(sorted(options.items())))
+        hash(key)
+        cache = _EAGER_SOLVES.setdefault(owner, {})
+    except TypeError:  # unhashable options or an owner without weak references
+        key, cache = None, {}
+    if key in cache:
+        return cache[key]
+    owner_ref = weakref.ref(owner) if key is not None else (lambda: owner)
+
+    def dynamics(s, y):  # through a weak reference: the cache must not keep func alive
+        return owner_ref()(s, y) if inner is None else inner(owner_ref(), s, y)
+
+    def solve(y0, t):
+        return adaptive_odeint(dynamics, y0, t, method, rtol, atol, **options)
+
+    cache[key] = fn = tf.function(solve, autograph=False)
+    return fn
 
 
 class _Op:
