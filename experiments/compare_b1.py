@@ -154,6 +154,7 @@ class B1:
         return {"tfode adams (adjoint)": self.tfode("adams"),
                 "tfode lsoda (adjoint)": self.tfode("lsoda"),
                 "tfode lsoda (adjoint at tol/10, seminorm)": self.tfode("lsoda", 10.0),
+                "tfode tf_dopri5 (in-graph, backprop)": self.tfode("tf_dopri5"),
                 "autograd odeint, adams (adjoint)": self.autograd("adams"),
                 "torchdiffeq dopri5, odeint_adjoint": self.torch(adjoint=True),
                 "torchdiffeq dopri5, odeint (backprop)": self.torch(adjoint=False)}
