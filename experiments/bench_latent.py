@@ -23,6 +23,7 @@ from experiments._common import (  # noqa: E402
     machine,
     markdown_table,
     script_parser,
+    single_thread_all,
     single_thread_tf,
     write_json,
 )
@@ -172,10 +173,7 @@ def main(argv=None):
         else:
             kinds += TORCH
     if args.threads == "one":
-        single_thread_tf()
-        if len(kinds) > len(METHODS):
-            torch.set_num_threads(1)
-            torch.set_num_interop_threads(1)
+        (single_thread_all if len(kinds) > len(METHODS) else single_thread_tf)()
     x, t = _data(args.batch, args.n_obs, args.seed)
     reference = measure("odeint", 1e-11, x, t, 0)["grad"]
     rows = []
