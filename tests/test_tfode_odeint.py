@@ -489,3 +489,34 @@ def test_the_backsolve_adjoint_picks_dopri5_for_many_short_intervals_and_stays_r
     grad = float(tape.gradient(loss, k))
     assert stats.backward_info.method == "dopri5"
     np.testing.assert_allclose(grad, np.sum(-1.5 * t * np.exp(-0.7 * t)), rtol=1e-8)
+
+
+def test_lsoda_work_arrays_pooled_across_tensorflow_callback_threads():
+    """SciPy's LSODA wrapper keeps a reference to its work arrays on every call; the
+    bridge pools them per thread. TensorFlow runs a graph's numpy_function callbacks
+    with a fresh Python thread state each time, so the pool must outlive it: repeated
+    training steps allocate no new work arrays (else every solve leaks them)."""
+    from solvers_bridge import _scipy_internals as sx
+
+    w = tf.Variable([[-0.5, 1.0], [-1.0, -0.5]], dtype=tf.float64)
+    y0 = tf.constant([[1.0, 0.0], [0.0, 1.0]], tf.float64)
+    t = tf.constant(np.linspace(0.0, 1.0, 5))
+    made = []
+    original = np.empty_like
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tfode.odeint(lambda s, y: tf.matmul(y, w), y0, t,
+                                              method="lsoda") ** 2)
+        return tape.gradient(loss, w)
+
+    step()
+    step()
+    sx.np.empty_like = lambda like: made.append(like.size) or original(like)
+    try:
+        for _ in range(5):
+            step()
+    finally:
+        sx.np.empty_like = original
+    assert made == []
