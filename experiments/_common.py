@@ -66,7 +66,7 @@ def replace_atomically(path: str | Path, write) -> Path:
     """Calls ``write(tmp)`` on a temporary path beside ``path``, then renames it to
     ``path`` (an atomic replacement on one file system)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
     try:
         write(tmp)
         os.replace(tmp, path)

@@ -51,7 +51,7 @@ PAPER_TABLE2 = {"RNN": {30: 0.3937, 50: 0.3202, 100: 0.1813},
 MODELS = {"latent_ode": "Latent ODE", "rnn": "RNN", "rnn_dt": "RNN + time gaps"}
 
 
-def build_rnn(time_input: bool, units: int = 25, obs_dim: int = 2):
+def build_rnn(time_input: bool, units: int = 25, obs_dim: int = 2, cell: str = "rnn"):
     """The RNN baselines: a tanh RNN of ``units`` whose head gives the mean and log
     standard deviation of the next observation; with ``time_input`` the gap to the
     next observation is concatenated to each input."""
@@ -63,7 +63,8 @@ def build_rnn(time_input: bool, units: int = 25, obs_dim: int = 2):
     class RNNBaseline(keras.Model):
         def __init__(self):
             super().__init__(dtype="float64")
-            self.cell = keras.layers.SimpleRNNCell(units, dtype="float64")
+            kind = {"rnn": keras.layers.SimpleRNNCell, "gru": keras.layers.GRUCell}[cell]
+            self.cell = kind(units, dtype="float64")
             self.rnn = keras.layers.RNN(self.cell, return_sequences=True, return_state=True,
                                         dtype="float64")
             self.head = keras.layers.Dense(2 * obs_dim, dtype="float64")
@@ -199,6 +200,16 @@ def train_spiral_model(kind: str, data, idx, args, out: Path, seed: int = 0) -> 
     return row
 
 
+def _merge_rows(rows_path: Path, rows: list[dict], models) -> list[dict]:
+    """``rows`` (this run's, of ``models``) with the rows of other models that another
+    run has written to ``rows_path`` meanwhile: runs of disjoint ``--models`` may share
+    one folder."""
+    if not rows_path.exists():
+        return rows
+    theirs = [r for r in json.loads(rows_path.read_text()) if r["key"] not in models]
+    return theirs + [r for r in rows if r["key"] in models]
+
+
 def table2(args, out: Path) -> list[dict]:
     """Trains and evaluates every (noise, n, model, seed), resuming from ``rows.json``
     (finished settings) and from each model's checkpoint (the one in progress)."""
@@ -207,7 +218,8 @@ def table2(args, out: Path) -> list[dict]:
     # A setting trained for fewer iterations than asked now is extended: its row goes,
     # and its checkpoint continues the training (bitwise as if run that long at once).
     planned = {kind: args.iters if kind == "latent_ode" else args.rnn_iters for kind in MODELS}
-    extended = [r for r in rows if r["iterations"] < planned[r["key"]]]
+    extended = [r for r in rows if r["key"] in args.models
+                and r["iterations"] < planned[r["key"]]]
     for r in extended:
         print(f"-- {r['model']}, noise {r['noise']:g}, n = {r['n']}: extending from "
               f"{r['iterations']} to {planned[r['key']]} iterations")
@@ -224,6 +236,7 @@ def table2(args, out: Path) -> list[dict]:
                               "done (resumed)")
                         continue
                     rows.append(train_spiral_model(kind, data, idx, args, out, seed))
+                    rows = _merge_rows(rows_path, rows, args.models)
                     write_json(rows_path, rows)  # the checkpoint --resume continues from
                     print(f"   test RMSE (100 future points) {rows[-1]['rmse']:.4f}",
                           flush=True)
