@@ -54,17 +54,21 @@ MODELS = {"latent_ode": "Latent ODE", "rnn": "RNN", "rnn_dt": "RNN + time gaps"}
 def build_rnn(time_input: bool, units: int = 25, obs_dim: int = 2, cell: str = "rnn"):
     """The RNN baselines: a tanh RNN of ``units`` whose head gives the mean and log
     standard deviation of the next observation; with ``time_input`` the gap to the
-    next observation is concatenated to each input."""
+    next observation is concatenated to each input. ``cell`` is ``rnn`` (the tanh
+    cell) or ``gru``."""
     import keras
     import tensorflow as tf
 
     from tfode.latent import gaussian_log_prob
 
+    cells = {"rnn": keras.layers.SimpleRNNCell, "gru": keras.layers.GRUCell}
+    if cell not in cells:
+        raise ValueError(f"Unknown RNN cell {cell!r}; choose 'rnn' or 'gru'.")
+
     class RNNBaseline(keras.Model):
         def __init__(self):
             super().__init__(dtype="float64")
-            kind = {"rnn": keras.layers.SimpleRNNCell, "gru": keras.layers.GRUCell}[cell]
-            self.cell = kind(units, dtype="float64")
+            self.cell = cells[cell](units, dtype="float64")
             self.rnn = keras.layers.RNN(self.cell, return_sequences=True, return_state=True,
                                         dtype="float64")
             self.head = keras.layers.Dense(2 * obs_dim, dtype="float64")
