@@ -105,19 +105,24 @@ def build_rnn(time_input: bool, units: int = 25, obs_dim: int = 2, cell: str = "
 
 
 def solver_label(kind: str, args) -> str:
-    """How a model was trained: the latent ODE's solver and gradient, ``-`` for RNNs."""
+    """How a model was trained: the latent ODE's solver and gradient; for the RNNs
+    ``-`` (the paper's tanh cell) or the cell's name."""
     if kind != "latent_ode":
-        return "-"
+        cell = getattr(args, "rnn_cell", "rnn")
+        return "-" if cell == "rnn" else f"{cell.upper()} cell"
     import tfode
 
     way = "backpropagated" if tfode.methods()[args.method]["in_graph"] else "adjoint"
     return f"{args.method} {args.tol:.3g} ({way})"
 
 
-def _stem(kind: str, noise: float, n: int, seed: int, method: str) -> str:
+def _stem(kind: str, noise: float, n: int, seed: int, args) -> str:
     """The name of a run's files (history, predictions, checkpoint)."""
     stem = f"{kind}_noise{noise:g}_n{n}" + (f"_seed{seed}" if seed else "")
-    return stem + (f"_{method}" if kind == "latent_ode" and method != "odeint" else "")
+    if kind == "latent_ode":
+        return stem + (f"_{args.method}" if args.method != "odeint" else "")
+    cell = getattr(args, "rnn_cell", "rnn")
+    return stem + (f"_{cell}" if cell != "rnn" else "")
 
 
 def _done_key(noise: float, n: int, model: str, seed: int, solver: str) -> str:
@@ -141,7 +146,7 @@ def train_spiral_model(kind: str, data, idx, args, out: Path, seed: int = 0) -> 
     x_all = np.take_along_axis(data.noisy[:, :n_obs], idx[..., None], 1)
     t_all = data.t[idx]
     batch = min(args.batch, n_tr)
-    stem = _stem(kind, data.noise_std, idx.shape[1], seed, args.method)
+    stem = _stem(kind, data.noise_std, idx.shape[1], seed, args)
 
     def draw(i):
         """Iteration ``i``'s batch and reparameterisation seed, from ``(seed, i)`` alone
@@ -159,7 +164,7 @@ def train_spiral_model(kind: str, data, idx, args, out: Path, seed: int = 0) -> 
         def loss_fn(b):
             return -tf.reduce_mean(model.elbo(b[0], b[1], seed=b[2]))
     else:
-        model = build_rnn(time_input=kind == "rnn_dt")
+        model = build_rnn(time_input=kind == "rnn_dt", cell=args.rnn_cell)
 
         def loss_fn(b):
             return model.nll(b[0], b[1])
@@ -204,14 +209,18 @@ def train_spiral_model(kind: str, data, idx, args, out: Path, seed: int = 0) -> 
     return row
 
 
-def _merge_rows(rows_path: Path, rows: list[dict], models) -> list[dict]:
-    """``rows`` (this run's, of ``models``) with the rows of other models that another
-    run has written to ``rows_path`` meanwhile: runs of disjoint ``--models`` may share
-    one folder."""
+def _merge_rows(rows_path: Path, rows: list[dict], mine: set) -> list[dict]:
+    """``rows`` (this run's, of the ``(key, solver)`` pairs in ``mine``) with the rows
+    of other pairs that another run has written to ``rows_path`` meanwhile: runs of
+    disjoint ``--models`` (or RNN cells) may share one folder."""
     if not rows_path.exists():
         return rows
-    theirs = [r for r in json.loads(rows_path.read_text()) if r["key"] not in models]
-    return theirs + [r for r in rows if r["key"] in models]
+
+    def ours(r):
+        return (r["key"], r.get("solver", "-")) in mine
+
+    theirs = [r for r in json.loads(rows_path.read_text()) if not ours(r)]
+    return theirs + [r for r in rows if ours(r)]
 
 
 def table2(args, out: Path) -> list[dict]:
@@ -223,12 +232,14 @@ def table2(args, out: Path) -> list[dict]:
     # and its checkpoint continues the training (bitwise as if run that long at once).
     planned = {kind: args.iters if kind == "latent_ode" else args.rnn_iters for kind in MODELS}
     extended = [r for r in rows if r["key"] in args.models
+                and r.get("solver", "-") == solver_label(r["key"], args)
                 and r["iterations"] < planned[r["key"]]]
     for r in extended:
         print(f"-- {r['model']}, noise {r['noise']:g}, n = {r['n']}: extending from "
               f"{r['iterations']} to {planned[r['key']]} iterations")
     rows = [r for r in rows if r not in extended]
     done = {_row_key(r) for r in rows}
+    mine = {(kind, solver_label(kind, args)) for kind in args.models}
     for noise in args.noise:
         data = spirals(noise_std=noise, seed=args.data_seed)
         for n in args.n_obs:
@@ -240,7 +251,7 @@ def table2(args, out: Path) -> list[dict]:
                               "done (resumed)")
                         continue
                     rows.append(train_spiral_model(kind, data, idx, args, out, seed))
-                    rows = _merge_rows(rows_path, rows, args.models)
+                    rows = _merge_rows(rows_path, rows, mine)
                     write_json(rows_path, rows)  # the checkpoint --resume continues from
                     print(f"   test RMSE (100 future points) {rows[-1]['rmse']:.4f}",
                           flush=True)
@@ -265,7 +276,8 @@ def table2_markdown(rows: list[dict], n_obs) -> tuple[list[dict], list[str]]:
                                  f"({len(values)})")
         out.append(entry)
     for name, values in PAPER_TABLE2.items():
-        out.append({"model": f"{name} (paper)", "solver": "odeint 1.49e-08 (adjoint)",
+        out.append({"model": f"{name} (paper)",
+                    "solver": "odeint 1.49e-08 (adjoint)" if name == "Latent ODE" else "-",
                     "noise": "unpublished",
                     **{f"{n}/100": f"{values[n]:.4f}" for n in n_obs if n in values}})
     return out, cols
@@ -277,13 +289,16 @@ def calibrate_noise(rows: list[dict]) -> dict | None:
     For each noise level with RNN rows at every n of the paper, the distance of a
     baseline is the mean over n of ``|log(rmse / paper)|``; a level's distance is its
     nearer baseline's (the paper's table has one RNN row and does not say whether it
-    is the one with time gaps). Returns the per-level distances and the chosen level,
-    or None when fewer than two levels are complete."""
+    is the one with time gaps; each cell is a baseline of its own). Returns the
+    per-level distances and the chosen level, or None when fewer than two levels are
+    complete."""
     paper = PAPER_TABLE2["RNN"]
     by_level: dict = {}
     for r in rows:
         if r["key"] in ("rnn", "rnn_dt") and r["n"] in paper:
-            by_level.setdefault(r["noise"], {}).setdefault(r["key"], {}).setdefault(
+            solver = r.get("solver", "-")
+            baseline = r["key"] if solver == "-" else f"{r['key']} ({solver})"
+            by_level.setdefault(r["noise"], {}).setdefault(baseline, {}).setdefault(
                 r["n"], []).append(r["rmse"])
     levels = []
     for noise, models in sorted(by_level.items()):
@@ -307,7 +322,7 @@ def figure8(args, out: Path) -> Path | None:
 
     noise, n = max(args.noise), min(args.n_obs)
     data = spirals(noise_std=noise, seed=args.data_seed)
-    files = {k: out / f"pred_{_stem(k, noise, n, args.seeds[0], args.method)}.npz"
+    files = {k: out / f"pred_{_stem(k, noise, n, args.seeds[0], args)}.npz"
              for k in ("rnn_dt", "latent_ode")}
     if not all(f.exists() for f in files.values()):
         return None
@@ -436,6 +451,9 @@ def main(argv=None):
     parser.add_argument("--iters", type=int, default=2000, help="training iterations per model")
     parser.add_argument("--rnn-iters", type=int, default=5000,
                         help="training iterations per RNN baseline (they are cheap)")
+    parser.add_argument("--rnn-cell", choices=("rnn", "gru"), default="rnn",
+                        help="cell of the RNN baselines: the paper's tanh RNN or a GRU "
+                             "(rows are labelled with the cell)")
     parser.add_argument("--batch", type=int, default=800, help="spirals per iteration")
     parser.add_argument("--lr", type=float, default=0.01, help="Adam learning rate")
     parser.add_argument("--tol", type=float, default=PAPER_TOLERANCE,

@@ -320,6 +320,11 @@ def test_noise_calibration_picks_the_level_nearest_the_papers_rnn_row():
     assert [lv["noise"] for lv in got["levels"]] == [0.05, 0.1, 0.3]
     assert got["levels"][0]["distance"] == pytest.approx(math.log(2.0))
     assert latent_ode.calibrate_noise(rows[:6]) is None  # one level only
+    # A GRU baseline is a baseline of its own, not averaged into the tanh RNN's rows.
+    rows += [{"key": "rnn", "solver": "GRU cell", "noise": 0.3, "n": n, "rmse": paper[n]}
+             for n in paper]
+    got = latent_ode.calibrate_noise(rows)
+    assert got["chosen_noise"] == 0.3 and got["closest_model"] == "rnn (GRU cell)"
 
 
 # -- the experiment --------------------------------------------------------------------
@@ -353,6 +358,14 @@ def test_experiment_tiny_run_writes_table_figures_and_resumes(tmp_path):
     assert len(history) == 1 + 3
     rnns = [r for r in longer["runs"] if r["key"] != "latent_ode"]
     assert rnns == [r for r in again["runs"] if r["key"] != "latent_ode"]
+    # GRU baselines join the same folder as rows of their own, labelled with the cell.
+    gru = latent_ode.main(argv + ["--resume", "--skip", "poisson", "--iters", "3",
+                                  "--models", "rnn,rnn_dt", "--rnn-cell", "gru"])
+    cells = sorted((r["key"], r["solver"]) for r in gru["runs"] if r["key"] != "latent_ode")
+    assert cells == [("rnn", "-"), ("rnn", "GRU cell"), ("rnn_dt", "-"),
+                     ("rnn_dt", "GRU cell")]
+    assert (tmp_path / "history_rnn_dt_noise0.3_n30_gru.csv").exists()
+    assert "GRU cell" in (tmp_path / "table2.md").read_text()
 
 
 def test_b4_benchmark_runs_both_paths_and_writes_json(tmp_path):
@@ -372,3 +385,17 @@ def test_b4_benchmark_runs_both_paths_and_writes_json(tmp_path):
     assert saved["machine"]["cores"] and len(saved["rows"]) == len(expected)
     if len(expected) == 4:
         assert rows[0]["vs_torch_adjoint"] == pytest.approx(rows[0]["step_s"] / rows[2]["step_s"])
+
+
+def test_rows_of_runs_sharing_a_folder_are_merged_not_overwritten(tmp_path):
+    from experiments import latent_ode
+
+    path = tmp_path / "rows.json"
+    other = [{"key": "latent_ode", "solver": "odeint 1e-05 (adjoint)", "n": 30},
+             {"key": "rnn", "solver": "-", "n": 30}]
+    path.write_text(json.dumps(other + [{"key": "rnn", "solver": "GRU cell", "n": 30,
+                                         "stale": True}]))
+    mine = [{"key": "rnn", "solver": "GRU cell", "n": 30}]
+    merged = latent_ode._merge_rows(path, mine, {("rnn", "GRU cell"), ("rnn_dt", "GRU cell")})
+    assert merged == other + mine  # the other runs' rows kept, this run's own replaced
+    assert latent_ode._merge_rows(tmp_path / "none.json", mine, set()) == mine
