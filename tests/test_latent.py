@@ -399,3 +399,17 @@ def test_rows_of_runs_sharing_a_folder_are_merged_not_overwritten(tmp_path):
     merged = latent_ode._merge_rows(path, mine, {("rnn", "GRU cell"), ("rnn_dt", "GRU cell")})
     assert merged == other + mine  # the other runs' rows kept, this run's own replaced
     assert latent_ode._merge_rows(tmp_path / "none.json", mine, set()) == mine
+
+
+def test_memory_growth_benchmark_measures_each_method_in_its_own_process(tmp_path):
+    from experiments import bench_growth
+
+    rows = bench_growth.main(["--methods", "odeint,tf_dopri5", "--batch", "8", "--warmup",
+                              "1", "--steps", "2", "--out", str(tmp_path)])
+    assert [r["method"] for r in rows] == ["odeint", "tf_dopri5"]
+    for r in rows:
+        assert r["rss_after_mib"] > 100 and np.isfinite(r["growth_mib_per_step"])
+        assert r["nfe_forward"] > 0
+    assert rows[1]["above_baseline_mib_per_step"] == 0.0
+    saved = json.loads((tmp_path / "growth_default_threads.json").read_text())
+    assert saved["baseline"] == "tf_dopri5" and len(saved["rows"]) == 2
