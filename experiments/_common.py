@@ -81,6 +81,8 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
     def fmt(v):
         if isinstance(v, float):
             return f"{v:.3g}"
+        if isinstance(v, (list, tuple)):
+            return ", ".join(fmt(x) for x in v)
         return str(v)
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

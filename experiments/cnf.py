@@ -65,6 +65,68 @@ def two_moons(n: int, rng, noise: float = 0.06) -> np.ndarray:
 DATASETS = {"circles": two_circles, "moons": two_moons}
 
 
+def _components(name: str, n_curve: int = 720):
+    """The curves of a dataset's two components in the raw coordinates of its
+    generator, and the affine map ``x = (raw - shift) * scale`` to the data."""
+    if name == "circles":
+        a = np.linspace(0, 2 * np.pi, n_curve, endpoint=False)
+        ring = np.stack([np.cos(a), np.sin(a)], 1)
+        return [ring, 0.5 * ring], np.zeros(2), np.ones(2)
+    a = (np.arange(n_curve) + 0.5) / n_curve * np.pi  # midpoint rule on [0, pi]
+    upper = np.stack([np.cos(a), np.sin(a)], 1)
+    lower = np.stack([1 - np.cos(a), 0.5 - np.sin(a)], 1)
+    return [upper, lower], np.array([0.5, 0.25]), np.array([0.8, 1.6])
+
+
+def true_component_densities(name: str, x: np.ndarray, noise: float = 0.06) -> np.ndarray:
+    """The exact densities ``[N, 2]`` at ``x`` (``[N, 2]``) of the two halves of
+    ``DATASETS[name]``, each weighted by its half of the mass: a component is uniform
+    along its curve and blurred by isotropic Gaussian noise of std ``noise`` (in the
+    generator's coordinates), integrated over the curve by quadrature."""
+    curves, shift, scale = _components(name)
+    raw = np.asarray(x, np.float64) / scale + shift
+    out = []
+    for curve in curves:
+        d2 = ((raw[:, None, :] - curve[None]) ** 2).sum(-1)
+        out.append(0.5 * np.exp(-d2 / (2 * noise ** 2)).mean(1) / (2 * np.pi * noise ** 2))
+    return np.stack(out, 1) / np.prod(scale)
+
+
+def radial_profile(log_prob, radii: np.ndarray, n_angles: int = 48) -> np.ndarray:
+    """``p_R(r) = r * integral of p(r cos a, r sin a) da`` on ``radii``, from a log
+    density ``log_prob(points [N, 2]) -> [N]``: the density of the distance to the
+    origin, which has a peak at each ring of two circles."""
+    a = np.linspace(0, 2 * np.pi, n_angles, endpoint=False)
+    pts = np.stack([np.outer(radii, np.cos(a)).ravel(), np.outer(radii, np.sin(a)).ravel()], 1)
+    p = np.exp(np.asarray(log_prob(pts))).reshape(len(radii), n_angles)
+    return 2 * np.pi * radii * p.mean(1)
+
+
+def profile_peaks(radii: np.ndarray, profile: np.ndarray) -> dict:
+    """The two highest local maxima of a radial profile (sorted by radius) and the
+    depth of the trough between them (its minimum over the lower peak; 1: no trough)."""
+    inner = np.flatnonzero((profile[1:-1] > profile[:-2]) & (profile[1:-1] >= profile[2:])) + 1
+    top = sorted(inner[np.argsort(profile[inner])[-2:]])
+    if len(top) < 2:
+        return {"peaks": [float(radii[i]) for i in top], "trough_ratio": 1.0}
+    trough = profile[top[0]:top[1] + 1].min()
+    return {"peaks": [float(radii[i]) for i in top],
+            "trough_ratio": float(trough / min(profile[top[0]], profile[top[1]]))}
+
+
+def measure_fit(name: str, samples: np.ndarray, reference: np.ndarray) -> dict:
+    """Which parts of the data a model's ``samples`` cover: the share of samples each
+    component explains best (the truth: one half each) and the share that falls where
+    the true density is below its 1st percentile over ``reference`` data samples (the
+    truth: 1%)."""
+    comp = true_component_densities(name, samples)
+    floor = np.percentile(np.log(true_component_densities(name, reference).sum(1)), 1)
+    off = np.log(comp.sum(1) + 1e-300) < floor
+    shares = [float(np.mean(~off & (comp.argmax(1) == k))) for k in range(2)]
+    return {"component_shares": shares, "off_support": float(off.mean()),
+            "both_components": bool(min(shares) >= 0.25)}
+
+
 def build_cnf(width: int, args, t1: float = 1.0, base_scale: float = 1.0):
     from tfode.flows import CNF, HyperPlanarDynamics
 
@@ -103,17 +165,22 @@ def density_matching(args, out: Path) -> tuple[list[dict], dict]:
                     opt = keras.optimizers.RMSprop(args.nf_lr)
                     iters = args.nf_iters
 
-                def loss_fn(_, model=model, target=target):
-                    x, log_q = model.sample(args.batch)
+                def loss_fn(z, model=model, target=target):
+                    x, log_q = model.sample(args.batch, z=z)
                     return tf.reduce_mean(log_q + energy(target, x))
 
-                start = time.perf_counter()
-                fit(loss_fn, model.trainable_variables, opt, iters,
-                    f"density {target} {kind} K=M={size}", log_every=max(1, iters // 20))
-                x, log_q = model.sample(args.eval_samples)
+                history = fit(loss_fn, model.trainable_variables, opt, iters,
+                              f"density {target} {kind} K=M={size}",
+                              data=_base_draw(args.seed, args.batch),
+                              log_every=max(1, iters // 20),
+                              checkpoint=out / f"checkpoint_density_{target}_{kind}{size}.npz",
+                              checkpoint_every=max(25, iters // 200), resume=args.resume)
+                z = _base_draw(args.seed + 1, args.eval_samples)(0)
+                x, log_q = model.sample(len(z), z=tf.constant(z))
                 kl = float(tf.reduce_mean(log_q + energy(target, x)))
                 rows.append({"target": target, "model": kind, "size": size, "iterations": iters,
-                             "kl_loss": kl, "train_s": time.perf_counter() - start})
+                             "kl_loss": kl,
+                             "train_s": history[-1]["wall_s"] if history else 0.0})
                 samples[(target, kind, size)] = x.numpy()
     return rows, samples
 
@@ -149,50 +216,88 @@ def plot_density_matching(rows, samples, out: Path) -> Path:
     return save_figure(fig, out / "density_matching.png", dpi=90)
 
 
+def _base_draw(seed: int, n: int, scale: float = 1.0):
+    """``data(i)`` for :func:`fit`: iteration ``i``'s base samples, from ``(seed, i)``
+    alone (so that a resumed run is bitwise the uninterrupted one)."""
+    return lambda i: scale * np.random.default_rng([seed, i]).normal(size=(n, 2))
+
+
 def maximum_likelihood(args, out: Path) -> list[dict]:
     """CNF (64 units) against planar NF (64 one-unit layers) by maximum likelihood; the
-    NF's likelihood goes through its layer-by-layer Newton inverse."""
+    NF's likelihood goes through its layer-by-layer Newton inverse. Each model's test
+    NLL is reported beside the exact NLL of the data distribution and that of a
+    Gaussian kernel density estimate of it, with the share of its samples on each
+    component and, on two circles, its radial profile's peaks."""
     import keras
     import tensorflow as tf
+    from scipy.stats import gaussian_kde
     pyplot()  # the Agg backend before Keras or TF import matplotlib
 
     rows = []
-    for name, gen in DATASETS.items():
-        rng = np.random.default_rng(args.seed)
-        test = tf.constant(gen(args.eval_samples, rng))
+    for name in args.datasets:
+        gen = DATASETS[name]
+        test = gen(args.eval_samples, np.random.default_rng([args.seed, 1, 0]))
+        reference = gen(20_000, np.random.default_rng([args.seed, 1, 1]))
+        truth = {"true_nll": float(-np.mean(np.log(true_component_densities(name, test)
+                                                      .sum(1)))),
+                 "kde_nll": float(-np.mean(np.log(gaussian_kde(reference.T)(test.T))))}
         keras.utils.set_random_seed(args.seed)
         # The reference example: base N(0, 0.1 I), data at t = 10, Adam 1e-3, 512 fresh
         # samples per step.
         models = {"cnf": (build_cnf(64, args, t1=10.0, base_scale=math.sqrt(0.1)),
                           keras.optimizers.Adam(args.cnf_lr), args.ml_iters),
                   "nf": (build_nf(64), keras.optimizers.Adam(args.nf_ml_lr), args.nf_ml_iters)}
+        radii = np.linspace(0.02, 1.6, 80)
+        profiles = {"truth": radial_profile(
+            lambda x, name=name: np.log(true_component_densities(name, x).sum(1)), radii)}
         for kind, (model, opt, iters) in models.items():
             def loss_fn(batch, model=model):
                 return -tf.reduce_mean(model.log_prob(batch))
 
-            start = time.perf_counter()
-            fit(loss_fn, model.trainable_variables, opt, iters, f"likelihood {name} {kind}",
-                data=lambda i, gen=gen, rng=rng: gen(args.ml_batch, rng),
-                log_every=max(1, iters // 20))
-            rows.append({"dataset": name, "model": kind, "iterations": iters,
-                         "test_nll": float(-tf.reduce_mean(model.log_prob(test))),
-                         "train_s": time.perf_counter() - start})
+            def draw(i, gen=gen):
+                return gen(args.ml_batch, np.random.default_rng([args.seed, 0, i]))
+
+            label = f"likelihood {name} {kind}"
+            history = fit(loss_fn, model.trainable_variables, opt, iters, label, data=draw,
+                          log_every=max(1, iters // 20),
+                          checkpoint=out / f"checkpoint_ml_{name}_{kind}.npz",
+                          checkpoint_every=max(25, iters // 200), resume=args.resume)
+            z = _base_draw(args.seed + 1, 4000, math.sqrt(0.1) if kind == "cnf" else 1.0)(0)
+            samples = model.sample(len(z), z=tf.constant(z))[0].numpy()
+            row = {"dataset": name, "model": kind, "iterations": iters,
+                   "test_nll": float(-tf.reduce_mean(model.log_prob(tf.constant(test)))),
+                   **truth, **measure_fit(name, samples, reference),
+                   "train_s": history[-1]["wall_s"] if history else 0.0}
+            if name == "circles":
+                profiles[kind] = radial_profile(
+                    lambda x, model=model: model.log_prob(tf.constant(x)).numpy(), radii)
+                want = profile_peaks(radii, profiles["truth"])["peaks"]
+                got = profile_peaks(radii, profiles[kind])
+                row.update(ring_peaks=got["peaks"], true_ring_peaks=want,
+                           trough_ratio=got["trough_ratio"],
+                           rings_found=bool(len(got["peaks"]) == 2 and got["trough_ratio"] < 0.5
+                                            and np.allclose(got["peaks"], want, atol=0.1)))
+            rows.append(row)
         cnf, nf = models["cnf"][0], models["nf"][0]
-        plot_likelihood(name, gen(4000, rng), cnf, nf, out / f"likelihood_{name}.png")
+        plot_likelihood(name, reference[:4000], cnf, nf, out / f"likelihood_{name}.png",
+                        profiles=(radii, profiles) if name == "circles" else None)
     return rows
 
 
-def plot_likelihood(name, data, cnf, nf, path: Path) -> None:
-    """Data, learned densities, and samples at 5..100% of the flow (Figures 5 and 6)."""
+def plot_likelihood(name, data, cnf, nf, path: Path, profiles=None) -> None:
+    """Data, learned densities, and samples at 5..100% of the flow (Figure 6); with
+    ``profiles`` (``(radii, {"truth" | "cnf" | "nf": p_R})``) a last column with each
+    model's radial profile against the truth's."""
     import tensorflow as tf
     plt = pyplot()
 
     n = len(SNAPSHOTS)
-    fig, ax = plt.subplots(2, n + 2, figsize=(2.6 * (n + 2), 5.4))
+    cols = n + 2 + (profiles is not None)
+    fig, ax = plt.subplots(2, cols, figsize=(2.6 * cols, 5.4))
     lim = [[-2, 2], [-2, 2]]
     g = np.linspace(-2, 2, 80)
     grid = tf.constant(np.stack(np.meshgrid(g, g), -1).reshape(-1, 2))
-    z0 = tf.random.normal((2000, 2), dtype=tf.float64)
+    z0 = tf.constant(np.random.default_rng(7).normal(size=(2000, 2)))
     zs, _ = cnf.integrate(z0 * math.sqrt(0.1), cnf.t0, cnf.t1,
                           times=[cnf.t0] + [cnf.t0 + f * (cnf.t1 - cnf.t0) for f in SNAPSHOTS])
     u = nf.constrained_u()
@@ -216,6 +321,12 @@ def plot_likelihood(name, data, cnf, nf, path: Path) -> None:
                     x = x + np.tanh(x @ nf.w[j].numpy() + nf.b[j].numpy())[:, None] * u[j].numpy()
             ax[row, i + 2].scatter(x[:, 0], x[:, 1], s=1)
             ax[row, i + 2].set(xlim=(-2, 2), ylim=(-2, 2), title=f"{label} {int(f * 100)}%")
+        if profiles is not None:
+            radii, p = profiles
+            ax[row, -1].plot(radii, p["truth"], color="0.5", ls="--", label="truth")
+            ax[row, -1].plot(radii, p[label.lower()], color="tab:red", label=label)
+            ax[row, -1].set(xlabel="radius r", ylabel="$p_R(r)$", title="radial density")
+            ax[row, -1].legend(fontsize=7)
     save_figure(fig, path, dpi=80)
 
 
@@ -239,9 +350,17 @@ def main(argv=None):
     parser.add_argument("--reduce", default="sum", choices=["sum", "mean"],
                         help="planar CNF: sum over units (paper) or mean (reference code)")
     parser.add_argument("--skip", default="", help="comma list of parts to skip: density,ml")
+    parser.add_argument("--datasets", type=lambda v: [d for d in v.split(",") if d],
+                        default=list(DATASETS), help="likelihood datasets, comma separated "
+                                                     "(circles, moons)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue each model from its checkpoint in OUT")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--out", default="results/cnf", help="output folder")
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.datasets) - set(DATASETS))
+    if unknown:
+        parser.error(f"unknown dataset(s) {unknown}; choose from {sorted(DATASETS)}")
     if args.quick:
         defaults = {"cnf_iters": 300, "nf_iters": 3000, "ml_iters": 300, "nf_ml_iters": 1000}
         for key, value in defaults.items():
@@ -263,7 +382,9 @@ def main(argv=None):
         rows = maximum_likelihood(args, out)
         summary["maximum_likelihood"] = rows
         write_table(out / "likelihood", rows,
-                     ["dataset", "model", "iterations", "test_nll", "train_s"])
+                     ["dataset", "model", "iterations", "test_nll", "true_nll", "kde_nll",
+                      "component_shares", "off_support", "ring_peaks", "trough_ratio",
+                      "rings_found", "train_s"])
     return finish(out, summary, start)
 
 

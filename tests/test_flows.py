@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 import tfode
+from experiments import cnf as cnf_experiment
 from experiments.cnf import two_circles, two_moons
 from tfode.flows import CNF, HyperPlanarDynamics, PlanarFlow, energy
 
@@ -144,3 +145,52 @@ def test_bad_arguments():
         CNF(HyperPlanarDynamics(), trace="approx")
     with pytest.raises(ValueError, match="reduce must be"):
         HyperPlanarDynamics(reduce="max")
+
+
+@pytest.mark.parametrize("name", ["circles", "moons"])
+def test_exact_data_density_is_normalised_and_is_the_generators(name):
+    from scipy.stats import gaussian_kde
+
+    g = np.linspace(-2.2, 2.2, 221)
+    grid = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
+    comp = cnf_experiment.true_component_densities(name, grid)
+    mass = comp.sum(0) * (g[1] - g[0]) ** 2
+    np.testing.assert_allclose(mass, [0.5, 0.5], atol=3e-3)
+    # The generator's own noise level maximises the likelihood of its samples.
+    gen = cnf_experiment.DATASETS[name]
+    x = gen(2000, np.random.default_rng(1))
+    ll = {s: np.mean(np.log(cnf_experiment.true_component_densities(name, x, s).sum(1)))
+          for s in (0.04, 0.06, 0.09)}
+    assert max(ll, key=ll.get) == 0.06
+    # A kernel density estimate of fresh samples (Scott's bandwidth, wider than the
+    # noise) is worse, by under a nat; a misplaced exact density would lose to it.
+    kde = -np.mean(np.log(gaussian_kde(gen(10000, np.random.default_rng(2)).T)(x.T)))
+    assert -ll[0.06] < kde < -ll[0.06] + 1.0
+
+
+def test_radial_profile_of_two_circles_peaks_at_the_rings():
+    radii = np.linspace(0.02, 1.6, 80)
+    p = cnf_experiment.radial_profile(
+        lambda x: np.log(cnf_experiment.true_component_densities("circles", x).sum(1)), radii)
+    assert np.sum(p) * (radii[1] - radii[0]) == pytest.approx(1.0, abs=0.01)
+    peaks = cnf_experiment.profile_peaks(radii, p)
+    np.testing.assert_allclose(peaks["peaks"], [0.5, 1.0], atol=0.03)
+    assert peaks["trough_ratio"] < 0.05
+    # One blob: one peak, no trough.
+    blob = cnf_experiment.radial_profile(lambda x: -np.sum(x ** 2, 1), radii)
+    assert cnf_experiment.profile_peaks(radii, blob)["trough_ratio"] == 1.0
+
+
+def test_sample_coverage_of_each_component():
+    gen = cnf_experiment.DATASETS["circles"]
+    ref = gen(5000, np.random.default_rng(0))
+    truth = cnf_experiment.measure_fit("circles", gen(4000, np.random.default_rng(1)), ref)
+    np.testing.assert_allclose(truth["component_shares"], [0.495, 0.495], atol=0.03)
+    assert truth["off_support"] == pytest.approx(0.01, abs=0.01) and truth["both_components"]
+    one_ring = gen(8000, np.random.default_rng(1))
+    one_ring = one_ring[np.linalg.norm(one_ring, axis=1) > 0.75]
+    got = cnf_experiment.measure_fit("circles", one_ring, ref)
+    assert got["component_shares"][1] < 0.02 and not got["both_components"]
+    blob = cnf_experiment.measure_fit("circles", np.random.default_rng(2).normal(
+        0, 0.3, (4000, 2)), ref)
+    assert blob["off_support"] > 0.3

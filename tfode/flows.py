@@ -41,8 +41,8 @@ class HyperPlanarDynamics(keras.layers.Layer):
     dz/dt = sum_n sigma_n(t) u_n(t) h(w_n(t)^T z + b_n(t)),  h = tanh,
 
     with ``w, u, b`` and the gates ``sigma`` (a sigmoid per unit and dimension) given
-    by a hypernetwork of t, 1 -> hidden -> hidden -> 3 M D + M (tanh), as in the
-    reference example. ``reduce="sum"`` is the paper's sum over units; ``"mean"``
+    by a hypernetwork of t, 1 -> hidden -> hidden -> 3 M D + M (tanh), initialised as in
+    the reference example. ``reduce="sum"`` is the paper's sum over units; ``"mean"``
     divides by M as the reference code does.
     """
 
@@ -52,9 +52,20 @@ class HyperPlanarDynamics(keras.layers.Layer):
         if reduce not in ("sum", "mean"):
             raise ValueError(f"reduce must be 'sum' or 'mean'; got {reduce!r}.")
         self.dim, self.width, self.hidden, self.reduce = dim, width, hidden, reduce
-        self.h1 = keras.layers.Dense(hidden, activation="tanh", dtype=self.dtype_policy)
-        self.h2 = keras.layers.Dense(hidden, activation="tanh", dtype=self.dtype_policy)
-        self.h3 = keras.layers.Dense(3 * width * dim + width, dtype=self.dtype_policy)
+
+        def dense(units, fan_in, **kw):
+            # The reference example's (PyTorch's) initialisation: weights and biases
+            # uniform in +-1/sqrt(fan_in). Keras' zero biases would make w, u and b
+            # vanish at t = 0, and the flow start still.
+            def init():
+                return keras.initializers.RandomUniform(-fan_in ** -0.5, fan_in ** -0.5)
+
+            return keras.layers.Dense(units, kernel_initializer=init(), bias_initializer=init(),
+                                      dtype=self.dtype_policy, **kw)
+
+        self.h1 = dense(hidden, 1, activation="tanh")
+        self.h2 = dense(hidden, hidden, activation="tanh")
+        self.h3 = dense(3 * width * dim + width, hidden)
 
     def build(self, input_shape=None):
         self.h1.build((1, 1))
