@@ -14,8 +14,9 @@ def test_smoke_run_writes_a_report_with_tables_paper_numbers_and_live_links(tmp_
     report = (tmp_path / "REPORT.md").read_text()
     assert re.search(r"^Machine: .+, \d+ cores, ", report, re.M)
     # The latent ODE's Table 2 with the paper's rows beside ours.
-    assert "| Latent ODE (paper) | unpublished | 0.1642 |" in report
-    assert re.search(r"\| Latent ODE \| 0\.3 \| \d+\.\d{4} \|", report)
+    assert "| Latent ODE (paper) | odeint 1.49e-08 (adjoint) | unpublished | 0.1642 |" in report
+    assert re.search(r"\| Latent ODE \| odeint 0\.0001 \(adjoint\) \| 0\.3 \| \d+\.\d{4} \|",
+                     report)
     assert "test log-likelihood per event" in report
     # Experiments not run are named as such; every figure link points at a file.
     assert "Not run (no `mnist/results.json`)" in report
@@ -33,6 +34,16 @@ def test_smoke_run_writes_a_report_with_tables_paper_numbers_and_live_links(tmp_
     before = report.split("## Runs")[0]
     assert reproduce.main(["--report-only", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "REPORT.md").read_text().split("## Runs")[0] == before
+    # A long run's folder joins the report, with its hand-written notes.
+    import shutil
+
+    assert "Table 2 at paper scale" not in before
+    shutil.copytree(tmp_path / "latent_ode", tmp_path / "latent_ode_paper")
+    (tmp_path / "latent_ode_paper" / "NOTES.md").write_text("Reproduced: nothing yet.\n")
+    assert reproduce.main(["--report-only", "--out", str(tmp_path)]) == 0
+    report = (tmp_path / "REPORT.md").read_text()
+    section = report.split("## Table 2 at paper scale (Section 5)")[1].split("\n## ")[0]
+    assert "Reproduced: nothing yet." in section and "| Latent ODE (paper) |" in section
 
 
 def test_unknown_experiment_is_refused(capsys):
