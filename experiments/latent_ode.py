@@ -133,6 +133,20 @@ def _row_key(r: dict) -> str:
     return _done_key(r["noise"], r["n"], r["key"], r.get("seed", 0), r.get("solver", "-"))
 
 
+def _optimizer(kind: str, args):
+    """Adam at ``--lr`` for the latent ODE (the paper's); for the RNNs at ``--rnn-lr``,
+    halved every ``--rnn-halflife`` iterations (a function of the iteration alone, so an
+    extended run is the longer run) and clipped to gradient norm ``--rnn-clipnorm``."""
+    import keras
+
+    if kind == "latent_ode":
+        return keras.optimizers.Adam(args.lr)
+    lr = args.rnn_lr
+    if args.rnn_halflife > 0:
+        lr = keras.optimizers.schedules.ExponentialDecay(lr, args.rnn_halflife, 0.5)
+    return keras.optimizers.Adam(lr, clipnorm=args.rnn_clipnorm or None)
+
+
 def train_spiral_model(kind: str, data, idx, args, out: Path, seed: int = 0) -> dict:
     """Trains one Table 2 model on one (noise, n) setting from training seed ``seed``
     and evaluates it."""
@@ -171,7 +185,7 @@ def train_spiral_model(kind: str, data, idx, args, out: Path, seed: int = 0) -> 
 
     iters = args.iters if kind == "latent_ode" else args.rnn_iters
     label = f"{MODELS[kind]}, noise {data.noise_std:g}, n = {idx.shape[1]}"
-    history = fit(loss_fn, model.trainable_variables, keras.optimizers.Adam(args.lr),
+    history = fit(loss_fn, model.trainable_variables, _optimizer(kind, args),
                   iters, label, data=draw, log_every=max(1, iters // 50), stats=stats,
                   checkpoint=out / f"checkpoint_{stem}.npz", resume=args.resume)
     train_s = history[-1]["wall_s"]
@@ -192,6 +206,9 @@ def train_spiral_model(kind: str, data, idx, args, out: Path, seed: int = 0) -> 
            "rmse_vs_noisy": rmse(extrap, noisy[:, n_obs:]),
            "iterations": iters, "batch": batch, "train_s": train_s,
            "final_loss": history[-1]["loss"]}
+    if kind != "latent_ode":
+        row.update(rnn_lr=args.rnn_lr, rnn_halflife=args.rnn_halflife,
+                   rnn_clipnorm=args.rnn_clipnorm)
     if stats is not None:
         tail = history[-max(1, len(history) // 10):]
         backward = stats.backward_info
@@ -451,6 +468,12 @@ def main(argv=None):
     parser.add_argument("--iters", type=int, default=2000, help="training iterations per model")
     parser.add_argument("--rnn-iters", type=int, default=5000,
                         help="training iterations per RNN baseline (they are cheap)")
+    parser.add_argument("--rnn-lr", type=float, default=0.01,
+                        help="the RNN baselines' initial Adam learning rate")
+    parser.add_argument("--rnn-halflife", type=int, default=2000,
+                        help="iterations per halving of the RNNs' learning rate (0: constant)")
+    parser.add_argument("--rnn-clipnorm", type=float, default=1.0,
+                        help="the RNNs' gradient norm clip (0: none)")
     parser.add_argument("--rnn-cell", choices=("rnn", "gru"), default="rnn",
                         help="cell of the RNN baselines: the paper's tanh RNN or a GRU "
                              "(rows are labelled with the cell)")
