@@ -358,10 +358,18 @@ def test_experiment_tiny_run_writes_table_figures_and_resumes(tmp_path):
     assert len(history) == 1 + 3
     rnns = [r for r in longer["runs"] if r["key"] != "latent_ode"]
     assert rnns == [r for r in again["runs"] if r["key"] != "latent_ode"]
+    # A longer RNN run is a new run (its cosine schedule spans the run): retrained.
+    rnn4 = latent_ode.main(argv + ["--resume", "--skip", "poisson", "--iters", "3",
+                                   "--rnn-iters", "4", "--models", "rnn"])
+    row = next(r for r in rnn4["runs"] if r["key"] == "rnn")
+    assert row["iterations"] == 4 and row["rnn_decay"] == "cosine"
+    history = (tmp_path / "history_rnn_noise0.3_n30.csv").read_text().splitlines()
+    assert [ln.split(",")[0] for ln in history[1:]] == ["1", "2", "3", "4"]
     # GRU baselines join the same folder as rows of their own, labelled with the cell.
     gru = latent_ode.main(argv + ["--resume", "--skip", "poisson", "--iters", "3",
                                   "--models", "rnn,rnn_dt", "--rnn-cell", "gru"])
     cells = sorted((r["key"], r["solver"]) for r in gru["runs"] if r["key"] != "latent_ode")
+    assert {r["iterations"] for r in gru["runs"] if r["solver"] == "GRU cell"} == {3}
     assert cells == [("rnn", "-"), ("rnn", "GRU cell"), ("rnn_dt", "-"),
                      ("rnn_dt", "GRU cell")]
     assert (tmp_path / "history_rnn_dt_noise0.3_n30_gru.csv").exists()
