@@ -147,7 +147,7 @@ def write_table(stem: Path, rows: list[dict], columns: list[str]) -> str:
 
 def fit(loss_fn, variables, optimizer, iters: int, label: str, data=None, log_every: int = 0,
         stats=None, checkpoint: str | Path | None = None, checkpoint_every: int = 25,
-        resume: bool = False) -> list[dict]:
+        resume: bool = False, time_limit: float | None = None) -> list[dict]:
     """The training loop of the experiments that train by iterations: one compiled
     step per iteration, a Keras progress bar, a history row per iteration, and
     optional checkpoints to resume from.
@@ -171,6 +171,9 @@ def fit(loss_fn, variables, optimizer, iters: int, label: str, data=None, log_ev
         checkpoint_every: Iterations between checkpoints.
         resume: Continue from ``checkpoint`` if it exists (it must come from a run
             of the same ``label`` and variable shapes).
+        time_limit: Optional training seconds (over every resumed part): no step
+            starts once they are spent, so ``iters`` is then the most. Such a run
+            stops where the machine's speed says, not bitwise where another's would.
 
     Returns:
         One dict per iteration: ``iteration``, ``loss``, ``wall_s`` (training seconds
@@ -203,6 +206,13 @@ def fit(loss_fn, variables, optimizer, iters: int, label: str, data=None, log_ev
     done_s = history[-1]["wall_s"] if history else 0.0
     start = time.perf_counter()
     for i in range(len(history), iters):
+        if time_limit is not None and done_s + time.perf_counter() - start >= time_limit:
+            if checkpoint is not None and history:
+                _save(checkpoint, label, variables, optimizer, history)
+            bar.update(i, [("loss", history[-1]["loss"])] if history else None, finalize=True)
+            print(f"-- {label}: stopped after {i} iterations, its {time_limit:.0f} s spent",
+                  flush=True)
+            break
         batch = None if data is None else tf.nest.map_structure(tf.constant, data(i))
         row = {"iteration": i + 1, "loss": float(step(batch)),
                "wall_s": done_s + time.perf_counter() - start}

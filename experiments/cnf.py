@@ -152,8 +152,8 @@ def density_matching(args, out: Path) -> tuple[list[dict], dict]:
     from tfode.flows import energy
 
     rows, samples = [], {}
-    for target in TARGETS:
-        for size in SIZES:
+    for target in args.targets:
+        for size in args.sizes:
             for kind in ("cnf", "nf"):
                 keras.utils.set_random_seed(args.seed)
                 if kind == "cnf":
@@ -169,12 +169,17 @@ def density_matching(args, out: Path) -> tuple[list[dict], dict]:
                     x, log_q = model.sample(args.batch, z=z)
                     return tf.reduce_mean(log_q + energy(target, x))
 
+                # The NF at the CNF's wall time: as many iterations as fit in it.
+                limit = (rows[-1]["train_s"] if kind == "nf" and args.nf_budget == "cnf-time"
+                         else None)
                 history = fit(loss_fn, model.trainable_variables, opt, iters,
                               f"density {target} {kind} K=M={size}",
                               data=_base_draw(args.seed, args.batch),
                               log_every=max(1, iters // 20),
                               checkpoint=out / f"checkpoint_density_{target}_{kind}{size}.npz",
-                              checkpoint_every=max(25, iters // 200), resume=args.resume)
+                              checkpoint_every=max(25, iters // 200), resume=args.resume,
+                              time_limit=limit)
+                iters = len(history)
                 z = _base_draw(args.seed + 1, args.eval_samples)(0)
                 x, log_q = model.sample(len(z), z=tf.constant(z))
                 kl = float(tf.reduce_mean(log_q + energy(target, x)))
@@ -193,9 +198,11 @@ def plot_density_matching(rows, samples, out: Path) -> Path:
 
     g = np.linspace(-4, 4, 200)
     grid = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
-    fig, ax = plt.subplots(len(TARGETS), 4, figsize=(14, 3.4 * len(TARGETS)))
-    big = max(SIZES)
-    for r, target in enumerate(TARGETS):
+    targets = list(dict.fromkeys(x["target"] for x in rows))
+    sizes = sorted({x["size"] for x in rows})
+    fig, ax = plt.subplots(len(targets), 4, figsize=(14, 3.4 * len(targets)), squeeze=False)
+    big = max(sizes)
+    for r, target in enumerate(targets):
         p = np.exp(-energy(target, tf.constant(grid)).numpy()).reshape(200, 200)
         ax[r, 0].imshow(p, origin="lower", extent=(-4, 4, -4, 4), cmap="inferno")
         ax[r, 0].set_title(f"{target}: target exp(-U)")
@@ -210,7 +217,7 @@ def plot_density_matching(rows, samples, out: Path) -> Path:
             ax[r, 3].plot(*zip(*pts), style, label="NF (K)" if kind == "nf" else "CNF (M)")
         ax[r, 3].set(xscale="log", xlabel="K / M", ylabel="KL(q||p) - log Z",
                      title="loss against K / M")
-        ax[r, 3].set_xticks(SIZES, [str(k) for k in SIZES])
+        ax[r, 3].set_xticks(sizes, [str(k) for k in sizes])
         ax[r, 3].minorticks_off()
         ax[r, 3].legend()
     return save_figure(fig, out / "density_matching.png", dpi=90)
@@ -339,6 +346,11 @@ def main(argv=None):
     parser.add_argument("--ml-iters", type=int, default=10_000, help="CNF likelihood steps")
     parser.add_argument("--nf-ml-iters", type=int, default=10_000, help="NF likelihood steps")
     parser.add_argument("--cnf-lr", type=float, default=1e-3, help="CNF Adam learning rate")
+    parser.add_argument("--nf-budget", choices=("iterations", "cnf-time"),
+                        default="iterations",
+                        help="density matching: the NF trains --nf-iters iterations, or "
+                             "(cnf-time) for the wall time its CNF of the same size took, "
+                             "--nf-iters at most")
     parser.add_argument("--nf-lr", type=float, default=1e-3, help="NF RMSprop learning rate")
     parser.add_argument("--nf-ml-lr", type=float, default=1e-3, help="NF likelihood Adam lr")
     parser.add_argument("--batch", type=int, default=256, help="density-matching samples/step")
@@ -350,6 +362,10 @@ def main(argv=None):
     parser.add_argument("--reduce", default="sum", choices=["sum", "mean"],
                         help="planar CNF: sum over units (paper) or mean (reference code)")
     parser.add_argument("--skip", default="", help="comma list of parts to skip: density,ml")
+    parser.add_argument("--targets", type=lambda v: [d for d in v.split(",") if d],
+                        default=list(TARGETS), help="density-matching targets, comma separated")
+    parser.add_argument("--sizes", type=lambda v: [int(d) for d in v.split(",") if d],
+                        default=list(SIZES), help="density matching: K = M values")
     parser.add_argument("--datasets", type=lambda v: [d for d in v.split(",") if d],
                         default=list(DATASETS), help="likelihood datasets, comma separated "
                                                      "(circles, moons)")
@@ -358,9 +374,11 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--out", default="results/cnf", help="output folder")
     args = parser.parse_args(argv)
-    unknown = sorted(set(args.datasets) - set(DATASETS))
-    if unknown:
-        parser.error(f"unknown dataset(s) {unknown}; choose from {sorted(DATASETS)}")
+    for given, known, what in ((args.datasets, DATASETS, "dataset"),
+                               (args.targets, TARGETS, "target")):
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            parser.error(f"unknown {what}(s) {unknown}; choose from {sorted(known)}")
     if args.quick:
         defaults = {"cnf_iters": 300, "nf_iters": 3000, "ml_iters": 300, "nf_ml_iters": 1000}
         for key, value in defaults.items():

@@ -194,3 +194,22 @@ def test_sample_coverage_of_each_component():
     blob = cnf_experiment.measure_fit("circles", np.random.default_rng(2).normal(
         0, 0.3, (4000, 2)), ref)
     assert blob["off_support"] > 0.3
+
+
+def test_density_matching_gives_the_nf_the_cnfs_wall_time(tmp_path):
+    summary = cnf_experiment.main([
+        "--skip", "ml", "--targets", "U1", "--sizes", "2", "--cnf-iters", "3",
+        "--nf-iters", "100000", "--nf-budget", "cnf-time", "--batch", "16",
+        "--eval-samples", "64", "--tol", "1e-3", "--out", str(tmp_path)])
+    cnf, nf = summary["density_matching"]
+    assert (cnf["model"], nf["model"]) == ("cnf", "nf") and cnf["iterations"] == 3
+    assert 3 < nf["iterations"] < 100000
+    assert cnf["train_s"] <= nf["train_s"] < cnf["train_s"] + 1.0
+    # Resumed, the spent budget trains nothing more.
+    again = cnf_experiment.main([
+        "--skip", "ml", "--targets", "U1", "--sizes", "2", "--cnf-iters", "3",
+        "--nf-iters", "100000", "--nf-budget", "cnf-time", "--batch", "16",
+        "--eval-samples", "64", "--tol", "1e-3", "--out", str(tmp_path), "--resume"])
+    assert again["density_matching"][1]["iterations"] == nf["iterations"]
+    with pytest.raises(SystemExit):
+        cnf_experiment.main(["--targets", "U7", "--out", str(tmp_path)])
