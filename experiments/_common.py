@@ -147,7 +147,8 @@ def write_table(stem: Path, rows: list[dict], columns: list[str]) -> str:
 
 def fit(loss_fn, variables, optimizer, iters: int, label: str, data=None, log_every: int = 0,
         stats=None, checkpoint: str | Path | None = None, checkpoint_every: int = 25,
-        resume: bool = False, time_limit: float | None = None) -> list[dict]:
+        resume: bool = False, time_limit: float | None = None, evaluate=None,
+        evaluate_every: int = 0) -> list[dict]:
     """The training loop of the experiments that train by iterations: one compiled
     step per iteration, a Keras progress bar, a history row per iteration, and
     optional checkpoints to resume from.
@@ -174,6 +175,9 @@ def fit(loss_fn, variables, optimizer, iters: int, label: str, data=None, log_ev
         time_limit: Optional training seconds (over every resumed part): no step
             starts once they are spent, so ``iters`` is then the most. Such a run
             stops where the machine's speed says, not bitwise where another's would.
+        evaluate: Optional ``evaluate() -> dict`` run after every ``evaluate_every``-th
+            iteration (a learning curve on held-out data); its entries join that
+            iteration's history row. Its time is not training time.
 
     Returns:
         One dict per iteration: ``iteration``, ``loss``, ``wall_s`` (training seconds
@@ -220,6 +224,10 @@ def fit(loss_fn, variables, optimizer, iters: int, label: str, data=None, log_ev
             nfe = stats.as_dict()
             row.update(nfe_forward=nfe["nfe_forward"], nfe_backward=nfe["nfe_backward"])
         history.append(row)
+        if evaluate is not None and evaluate_every and (i + 1) % evaluate_every == 0:
+            spent = time.perf_counter()
+            row.update(evaluate())
+            start += time.perf_counter() - spent  # not training time
         if log_every == 0 or (i + 1) % log_every == 0 or i + 1 == iters:
             shown = [("loss", row["loss"])]
             if stats is not None:

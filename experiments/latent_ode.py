@@ -185,21 +185,30 @@ def train_spiral_model(kind: str, data, idx, args, out: Path, seed: int = 0) -> 
 
     iters = args.iters if kind == "latent_ode" else args.rnn_iters
     label = f"{MODELS[kind]}, noise {data.noise_std:g}, n = {idx.shape[1]}"
-    history = fit(loss_fn, model.trainable_variables, _optimizer(kind, args),
-                  iters, label, data=draw, log_every=max(1, iters // 50), stats=stats,
-                  checkpoint=out / f"checkpoint_{stem}.npz", resume=args.resume)
-    train_s = history[-1]["wall_s"]
-
     test = slice(n_tr, None)
     x_te, t_te = tf.constant(x_all[test]), tf.constant(t_all[test])
     future = data.t[n_obs:]
-    if kind == "latent_ode":
-        path, z = model.predict_path(x_te, t_te, tf.constant(data.t))
-        path, z = path.numpy(), z.numpy()
-        recon, extrap = path[:, :n_obs], path[:, n_obs:]
-    else:
-        recon, extrap = (a.numpy() for a in model.predict_path(x_te, t_te, tf.constant(future)))
-        z = None
+
+    def extrapolate():
+        """The test spirals' reconstructions, extrapolations and latent paths."""
+        if kind == "latent_ode":
+            path, z = model.predict_path(x_te, t_te, tf.constant(data.t))
+            path = path.numpy()
+            return path[:, :n_obs], path[:, n_obs:], z.numpy()
+        recon, extrap = (a.numpy() for a in model.predict_path(x_te, t_te,
+                                                              tf.constant(future)))
+        return recon, extrap, None
+
+    def learning_curve():
+        return {"test_rmse": rmse(extrapolate()[1], data.clean[test][:, n_obs:])}
+
+    history = fit(loss_fn, model.trainable_variables, _optimizer(kind, args),
+                  iters, label, data=draw, log_every=max(1, iters // 50), stats=stats,
+                  checkpoint=out / f"checkpoint_{stem}.npz", resume=args.resume,
+                  evaluate=learning_curve, evaluate_every=args.curve_every)
+    train_s = history[-1]["wall_s"]
+
+    recon, extrap, z = extrapolate()
     clean, noisy = data.clean[test], data.noisy[test]
     row = {"model": MODELS[kind], "key": kind, "noise": data.noise_std, "n": idx.shape[1],
            "seed": seed, "solver": solver_label(kind, args), "rmse": rmse(extrap, clean[:, n_obs:]),
@@ -217,9 +226,9 @@ def train_spiral_model(kind: str, data, idx, args, out: Path, seed: int = 0) -> 
                    nfe_forward=float(np.mean([h["nfe_forward"] for h in tail])),
                    nfe_backward=float(np.mean([h["nfe_backward"] for h in tail])))
     with open(out / f"history_{stem}.csv", "w", encoding="utf-8") as fh:
-        keys = list(history[0])
+        keys = list(dict.fromkeys(k for h in history for k in h))  # test_rmse: some rows
         fh.write(",".join(keys) + "\n")
-        fh.writelines(",".join(str(h[k]) for k in keys) + "\n" for h in history)
+        fh.writelines(",".join(str(h.get(k, "")) for k in keys) + "\n" for h in history)
     keep = slice(0, args.figure_spirals)
     np.savez(out / f"pred_{stem}.npz", recon=recon[keep], extrap=extrap[keep],
              obs_index=idx[test][keep], z=np.zeros(0) if z is None else z[:, keep])
@@ -475,6 +484,9 @@ def main(argv=None):
     parser.add_argument("--iters", type=int, default=2000, help="training iterations per model")
     parser.add_argument("--rnn-iters", type=int, default=10_000,
                         help="training iterations per RNN baseline (they are cheap)")
+    parser.add_argument("--curve-every", type=int, default=250,
+                        help="iterations between test RMSE evaluations of the learning curve "
+                             "(history_*.csv column test_rmse; 0: none)")
     parser.add_argument("--rnn-lr", type=float, default=0.01,
                         help="the RNN baselines' initial Adam learning rate")
     parser.add_argument("--rnn-decay", choices=("cosine", "none"), default="cosine",

@@ -333,13 +333,18 @@ def test_experiment_tiny_run_writes_table_figures_and_resumes(tmp_path):
 
     argv = ["--iters", "2", "--rnn-iters", "3", "--batch", "20", "--tol", "1e-4", "--n-obs",
             "30", "--noise", "0.3", "--poisson-iters", "2", "--poisson-train", "20",
-            "--poisson-test", "4", "--poisson-batch", "4", "--out", str(tmp_path)]
+            "--poisson-test", "4", "--poisson-batch", "4", "--curve-every", "2",
+            "--out", str(tmp_path)]
     summary = latent_ode.main(argv)
     assert {r["model"] for r in summary["runs"]} == set(latent_ode.MODELS.values())
     for r in summary["runs"]:
         assert np.isfinite(r["rmse"]) and r["rmse"] > 0
     lo = next(r for r in summary["runs"] if r["key"] == "latent_ode")
     assert lo["nfe_forward"] > 0 and lo["nfe_backward"] > 0
+    # The learning curve's last point is the row's test RMSE (the same final weights).
+    curve = (tmp_path / "history_latent_ode_noise0.3_n30.csv").read_text().splitlines()
+    assert curve[0].endswith(",test_rmse") and curve[1].endswith(",")
+    assert float(curve[2].split(",")[-1]) == pytest.approx(lo["rmse"], rel=1e-9)
     table = (tmp_path / "table2.md").read_text()
     assert "Latent ODE (paper)" in table and "0.1642" in table
     for name in ("figure8_spirals.png", "figure7_poisson.png", "table2.csv", "results.json"):
