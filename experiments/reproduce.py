@@ -221,6 +221,7 @@ LONG_RUNS = (
     ("latent_ode_paper", "Table 2 at paper scale (Section 5)", _latent),
     ("cnf_ml", "Figure 6 at a longer budget: maximum likelihood on two circles and two moons",
      _cnf),
+    ("cnf_density", "Figures 4-5 at the paper's CNF budget, the planar NF at equal time", _cnf),
 )
 
 
