@@ -151,7 +151,8 @@ def _latent(d: dict) -> list[str]:
         lines += ["Table 2, predictive RMSE on the 100 points after the observed window "
                   "(test set, against the noise-free spirals), ours at each noise level and "
                   "the paper's:", "",
-                  markdown_table(d["table2"], ["model", "solver", "noise", *n_cols])]
+                  markdown_table(d["table2"], ["model", *(["solver"] if any(
+                      r.get("solver") for r in d["table2"]) else []), "noise", *n_cols])]
         trained = sum(r.get("train_s", 0.0) for r in d.get("runs", []))
         lines += ["", f"Training time of these {len(d.get('runs', []))} models: "
                   f"{trained / 60:.1f} min."]
@@ -218,10 +219,11 @@ SECTIONS = (
 #: Longer runs than the quick mode's, each started by hand (its command is in its
 #: section): reported when their folder holds results, else left out.
 LONG_RUNS = (
-    ("latent_ode_paper", "Table 2 at paper scale (Section 5)", _latent),
+    ("latent_ode_paper", "Table 2 at paper scale (Section 5)", _latent, "latent_ode"),
     ("cnf_ml", "Figure 6 at a longer budget: maximum likelihood on two circles and two moons",
-     _cnf),
-    ("cnf_density", "Figures 4-5 at the paper's CNF budget, the planar NF at equal time", _cnf),
+     _cnf, "cnf"),
+    ("cnf_density", "Figures 4-5 at the paper's CNF budget, the planar NF at equal time", _cnf,
+     "cnf"),
 )
 
 
@@ -229,6 +231,7 @@ MODE_NOTES = {
     "smoke": " (tiny settings: a check that the pipeline runs; the numbers mean nothing)",
     "quick": " (the CPU budget: shorter training than the paper's)",
     "full": " (the experiment's own defaults)",
+    "long": " (started by hand, longer than the quick mode; the commands are in the notes)",
 }
 
 
@@ -252,8 +255,8 @@ def build_report(out: Path, runs: list[dict] | None = None) -> Path:
              "Neural Ordinary Differential Equations (Chen et al., NeurIPS 2018), reproduced "
              "with tfode: TensorFlow dynamics, SciPy ODEPACK/VODE solvers, the adjoint.", ""]
     machine = None
-    long_runs = [s for s in LONG_RUNS if (out / s[0] / "results.json").exists()]
-    for name, title, render in (*SECTIONS, *long_runs):
+    long_runs = {s[0]: s[3] for s in LONG_RUNS if (out / s[0] / "results.json").exists()}
+    for name, title, render, *_ in (*SECTIONS, *(s for s in LONG_RUNS if s[0] in long_runs)):
         folder = out / name
         d = _load(folder / "results.json")
         lines += [f"## {title}", ""]
@@ -262,6 +265,12 @@ def build_report(out: Path, runs: list[dict] | None = None) -> Path:
             continue
         machine = machine or d.get("machine")
         mode, command = _mode(folder, name, d)
+        ran = f"Command: `{command}`; wall time {d.get('wall_s', float('nan')) / 60:.1f} min."
+        if name in long_runs:
+            mode = "long"
+            ran = (f"Commands: `python -m experiments.{long_runs[name]} ... --resume --out "
+                   f"{folder.as_posix()}`, each part's in the notes above; the last part's "
+                   f"wall time {d.get('wall_s', float('nan')) / 60:.1f} min.")
         lines += [f"Mode: **{mode}**" + (MODE_NOTES.get(mode, "")), ""]
         notes = folder / "NOTES.md"  # what was reproduced, what was not, and why
         if notes.exists():
@@ -270,8 +279,7 @@ def build_report(out: Path, runs: list[dict] | None = None) -> Path:
             lines += render(d)
         except (KeyError, TypeError, IndexError) as err:
             lines += [f"(results.json is incomplete: {type(err).__name__}: {err})"]
-        lines += ["", f"Command: `{command}`; wall time "
-                  f"{d.get('wall_s', float('nan')) / 60:.1f} min.", ""]
+        lines += ["", ran, ""]
         figures = _figures(folder, out)
         if figures:
             lines += ["Figures:", "", figures, ""]
