@@ -213,3 +213,18 @@ def test_density_matching_gives_the_nf_the_cnfs_wall_time(tmp_path):
     assert again["density_matching"][1]["iterations"] == nf["iterations"]
     with pytest.raises(SystemExit):
         cnf_experiment.main(["--targets", "U7", "--out", str(tmp_path)])
+
+
+def test_hypernetwork_starts_as_the_reference_example_with_a_moving_flow_at_t0():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    dyn = HyperPlanarDynamics(2, 64, hidden=32, dtype="float64")
+    dyn.build()
+    for layer, fan_in in ((dyn.h1, 1), (dyn.h2, 32), (dyn.h3, 32)):
+        for v in (layer.kernel, layer.bias):  # uniform in +-1/sqrt(fan_in), biases too
+            a = np.abs(v.numpy())
+            assert a.max() <= fan_in ** -0.5 and a.max() > 0.9 * fan_in ** -0.5
+    z = tf.constant(np.random.default_rng(0).normal(size=(16, 2)))
+    # With zero biases the hypernetwork's output, hence the flow, vanished at t = 0.
+    assert float(tf.norm(dyn(tf.constant(0.0, F64), z))) > 1e-2
