@@ -90,6 +90,23 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def json_from_fresh_process(module: str, args: list[str], what: str, env: dict | None = None,
+                            timeout: float = 3600) -> dict:
+    """Runs ``python -m module *args`` in a fresh process (a measurement that must not
+    share a process with others: memory, threads) and returns the JSON object on its
+    last stdout line that starts with ``{``; raises naming ``what`` with the tail of its
+    stderr if it failed."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{what} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
 def script_parser(doc: str):
     """The argument parser of an experiment script: its docstring's first paragraph as
     the description, defaults shown in ``--help``."""

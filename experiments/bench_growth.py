@@ -18,12 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from experiments._common import (  # noqa: E402
+    json_from_fresh_process,
     machine,
     markdown_table,
     script_parser,
@@ -91,15 +91,11 @@ def measure(methods, batch: int = 100, n_obs: int = 30, tol: float = 1e-5,
     """Runs :func:`measure_one` for each method in a fresh process."""
     rows = []
     for method in methods:
-        cmd = [sys.executable, "-m", "experiments.bench_growth", "--one", method,
-               "--batch", str(batch), "--n-obs", str(n_obs), "--tol", repr(tol),
-               "--warmup", str(warmup), "--steps", str(steps), "--threads", threads]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600,
-                              env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-        if proc.returncode != 0 or not lines:
-            raise RuntimeError(f"growth run of {method!r} failed:\n{proc.stderr[-2000:]}")
-        row = json.loads(lines[-1])
+        row = json_from_fresh_process(
+            "experiments.bench_growth",
+            ["--one", method, "--batch", str(batch), "--n-obs", str(n_obs), "--tol", repr(tol),
+             "--warmup", str(warmup), "--steps", str(steps), "--threads", threads],
+            f"growth run of {method!r}", env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
         log(f"  {method:10s}: {row['growth_mib_per_step']:7.3f} MiB per step "
             f"({row['rss_before_mib']:.0f} -> {row['rss_after_mib']:.0f} MiB over "
             f"{steps} steps)", flush=True)

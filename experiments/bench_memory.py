@@ -17,12 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from experiments._common import pyplot, save_figure, script_parser  # noqa: E402
+from experiments._common import (  # noqa: E402
+    json_from_fresh_process,
+    pyplot,
+    save_figure,
+    script_parser,
+)
 
 KINDS = ("odenet", "rknet", "resnet")
 
@@ -67,14 +70,10 @@ def measure(kinds=KINDS, lengths=(1, 4, 16, 64), batch: int = 128, log=print) ->
     rows = []
     for kind in kinds:
         for length in lengths:
-            proc = subprocess.run(
-                [sys.executable, "-m", "experiments.bench_memory", "--one", kind, str(length),
-                 "--batch", str(batch)], capture_output=True, text=True, timeout=1800,
+            row = json_from_fresh_process(
+                "experiments.bench_memory", ["--one", kind, str(length), "--batch", str(batch)],
+                f"memory run {kind} {length}", timeout=1800,
                 env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TF_CPU_ALLOCATOR_USE_BFC="true"))
-            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-            if proc.returncode != 0 or not lines:
-                raise RuntimeError(f"memory run {kind} {length} failed:\n{proc.stderr[-2000:]}")
-            row = json.loads(lines[-1])
             log(f"  {kind:7s} T={length:3d}: peak {row['peak_mib']:8.1f} MiB "
                 f"(evaluations {row['evaluations']})")
             rows.append(row)

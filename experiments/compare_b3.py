@@ -4,14 +4,11 @@ each point in a fresh process. Run through ``python -m experiments.compare --par
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from experiments._common import pyplot, save_figure, single_thread_all
+from experiments._common import json_from_fresh_process, pyplot, save_figure, single_thread_all
 from experiments.compare_b2 import B2
 
 MEMORY_SIDES = ("tfode_adjoint", "torch_odeint", "torch_adjoint")
@@ -61,14 +58,9 @@ def b3(args, out: Path) -> tuple[list[dict], Path]:
     rows = []
     for side in MEMORY_SIDES:
         for length in args.lengths:
-            proc = subprocess.run([sys.executable, "-m", "experiments.compare", "--memory-one",
-                                   side, str(length), str(args.b3_batch)],
-                                  capture_output=True, text=True, timeout=3600)
-            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-            if proc.returncode != 0 or not lines:
-                raise RuntimeError(f"memory run {side} T={length} failed:\n"
-                                   f"{proc.stderr[-2000:]}")
-            rows.append(json.loads(lines[-1]))
+            rows.append(json_from_fresh_process(
+                "experiments.compare", ["--memory-one", side, str(length), str(args.b3_batch)],
+                f"memory run {side} T={length}"))
             print(f"  B3 {side} T={length}: peak {rows[-1]['peak_rss_mib']:.0f} MiB "
                   f"(+{rows[-1]['peak_growth_mib']:.1f})", flush=True)
     for side in MEMORY_SIDES:
