@@ -165,7 +165,7 @@ def write_table(stem: Path, rows: list[dict], columns: list[str]) -> str:
 def fit(loss_fn, variables, optimizer, iters: int, label: str, data=None, log_every: int = 0,
         stats=None, checkpoint: str | Path | None = None, checkpoint_every: int = 25,
         resume: bool = False, time_limit: float | None = None, evaluate=None,
-        evaluate_every: int = 0) -> list[dict]:
+        evaluate_every: int = 0, history_every: int = 1) -> list[dict]:
     """The training loop of the experiments that train by iterations: one compiled
     step per iteration, a Keras progress bar, a history row per iteration, and
     optional checkpoints to resume from.
@@ -195,11 +195,14 @@ def fit(loss_fn, variables, optimizer, iters: int, label: str, data=None, log_ev
         evaluate: Optional ``evaluate() -> dict`` run after every ``evaluate_every``-th
             iteration (a learning curve on held-out data); its entries join that
             iteration's history row. Its time is not training time.
+        history_every: Keep one history row in this many iterations (and the rows of
+            evaluations and the last one): a long run's history, and its checkpoint,
+            stay small.
 
     Returns:
-        One dict per iteration: ``iteration``, ``loss``, ``wall_s`` (training seconds
-        so far, over every resumed part) (and ``nfe_forward``, ``nfe_backward`` with
-        ``stats``).
+        One dict per kept iteration: ``iteration``, ``loss``, ``wall_s`` (training
+        seconds so far, over every resumed part) (and ``nfe_forward``, ``nfe_backward``
+        with ``stats``). The last row is the last iteration run.
     """
     import time
 
@@ -213,24 +216,24 @@ def fit(loss_fn, variables, optimizer, iters: int, label: str, data=None, log_ev
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
 
-    history = []
+    history, row = [], None  # row: the last iteration run
     if checkpoint is not None:
         checkpoint = Path(checkpoint)
         optimizer.build(variables)
         if resume and checkpoint.exists():
-            history = _restore(checkpoint, label, variables, optimizer)
-            print(f"-- {label}: resumed from {checkpoint} at iteration {len(history)}",
+            history, row = _restore(checkpoint, label, variables, optimizer)
+            print(f"-- {label}: resumed from {checkpoint} at iteration {row['iteration']}",
                   flush=True)
+    done, done_s = (row["iteration"], row["wall_s"]) if row else (0, 0.0)
     names = ["loss"] + (["nfe_f", "nfe_b"] if stats is not None else [])
     bar = keras.utils.Progbar(iters, stateful_metrics=names, verbose=1 if iters > 1 else 0)
     print(f"-- {label}", flush=True)
-    done_s = history[-1]["wall_s"] if history else 0.0
     start = time.perf_counter()
-    for i in range(len(history), iters):
+    for i in range(done, iters):
         if time_limit is not None and done_s + time.perf_counter() - start >= time_limit:
-            if checkpoint is not None and history:
-                _save(checkpoint, label, variables, optimizer, history)
-            bar.update(i, [("loss", history[-1]["loss"])] if history else None, finalize=True)
+            if checkpoint is not None and row is not None:
+                _save(checkpoint, label, variables, optimizer, history, row)
+            bar.update(i, [("loss", row["loss"])] if row else None, finalize=True)
             print(f"-- {label}: stopped after {i} iterations, its {time_limit:.0f} s spent",
                   flush=True)
             break
@@ -240,37 +243,56 @@ def fit(loss_fn, variables, optimizer, iters: int, label: str, data=None, log_ev
         if stats is not None:
             nfe = stats.as_dict()
             row.update(nfe_forward=nfe["nfe_forward"], nfe_backward=nfe["nfe_backward"])
-        history.append(row)
-        if evaluate is not None and evaluate_every and (i + 1) % evaluate_every == 0:
+        evaluated = evaluate is not None and evaluate_every and (i + 1) % evaluate_every == 0
+        if evaluated:
             spent = time.perf_counter()
             row.update(evaluate())
             start += time.perf_counter() - spent  # not training time
+        if evaluated or (i + 1) % history_every == 0 or i + 1 == iters:
+            history.append(row)
         if log_every == 0 or (i + 1) % log_every == 0 or i + 1 == iters:
             shown = [("loss", row["loss"])]
             if stats is not None:
                 shown += [("nfe_f", row["nfe_forward"]), ("nfe_b", row["nfe_backward"])]
             bar.update(i + 1, shown)
         if checkpoint is not None and ((i + 1) % checkpoint_every == 0 or i + 1 == iters):
-            _save(checkpoint, label, variables, optimizer, history)
+            _save(checkpoint, label, variables, optimizer, history, row)
+    if row is not None and (not history or history[-1] is not row):
+        history.append(row)  # a run stopped by its time limit ends on its last iteration
     return history
 
 
-def _save(path: Path, label: str, variables, optimizer, history) -> None:
+def _save(path: Path, label: str, variables, optimizer, history: list[dict],
+          last: dict) -> None:
+    """Writes a checkpoint: the variables, the optimizer's state, and the history and
+    ``last`` (the row of the last iteration run, kept in the history or not) as one
+    compressed column per key, with a mask where some rows lack the key."""
     import numpy as np
 
     arrays = {f"var{k}": v.numpy() for k, v in enumerate(variables)}
     arrays.update({f"opt{k}": v.numpy() for k, v in enumerate(optimizer.variables)})
-    arrays["meta"] = json.dumps({"label": label, "history": history})
+    rows = history if history and history[-1] is last else history + [last]
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    for key in keys:
+        present = np.array([key in row for row in rows])
+        arrays[f"hist:{key}"] = np.array([row.get(key, 0) for row in rows])
+        if not present.all():
+            arrays[f"histmask:{key}"] = present
+    arrays["meta"] = json.dumps({"label": label, "format": 2, "history_keys": keys,
+                                 "last_kept": rows is history})
 
     def write(tmp):
         with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez_compressed(fh, **arrays)
 
     path.parent.mkdir(parents=True, exist_ok=True)
     replace_atomically(path, write)
 
 
-def _restore(path: Path, label: str, variables, optimizer) -> list[dict]:
+def _restore(path: Path, label: str, variables, optimizer) -> tuple[list[dict], dict]:
+    """Loads a checkpoint of :func:`_save` (or of the older format, whose history was
+    JSON) into ``variables`` and ``optimizer``; returns the history and the row of the
+    last iteration run."""
     import numpy as np
 
     with np.load(path) as saved:
@@ -285,7 +307,15 @@ def _restore(path: Path, label: str, variables, optimizer) -> list[dict]:
             v.assign(saved[f"var{k}"])
         for k, v in enumerate(optimizer.variables):
             v.assign(saved[f"opt{k}"])
-    return meta["history"]
+        if "history" in meta:  # the older format: one JSON row per iteration
+            return meta["history"], meta["history"][-1]
+        columns = {key: saved[f"hist:{key}"].tolist() for key in meta["history_keys"]}
+        masks = {key: saved[f"histmask:{key}"].tolist() for key in meta["history_keys"]
+                 if f"histmask:{key}" in saved}
+    n = len(next(iter(columns.values()))) if columns else 0
+    history = [{key: col[j] for key, col in columns.items() if masks.get(key, [True] * n)[j]}
+               for j in range(n)]
+    return (history, history[-1]) if meta["last_kept"] else (history[:-1], history[-1])
 
 
 def single_thread_all() -> None:

@@ -178,8 +178,8 @@ def density_matching(args, out: Path) -> tuple[list[dict], dict]:
                               log_every=max(1, iters // 20),
                               checkpoint=out / f"checkpoint_density_{target}_{kind}{size}.npz",
                               checkpoint_every=max(25, iters // 200), resume=args.resume,
-                              time_limit=limit)
-                iters = len(history)
+                              time_limit=limit, history_every=max(1, iters // 10000))
+                iters = history[-1]["iteration"] if history else 0
                 z = _base_draw(args.seed + 1, args.eval_samples)(0)
                 x, log_q = model.sample(len(z), z=tf.constant(z))
                 kl = float(tf.reduce_mean(log_q + energy(target, x)))

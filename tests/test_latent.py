@@ -307,6 +307,38 @@ def test_training_resumed_from_its_checkpoint_is_bitwise_the_uninterrupted_run(t
             resume=True)
 
 
+def test_a_sparse_history_resumes_after_a_crash_bitwise_with_its_rows_in_columns(tmp_path):
+    from experiments._common import fit
+
+    def train(iters, path, crash_at=None, resume=False):
+        keras.utils.set_random_seed(0)
+        w = tf.Variable(np.ones(3, np.float32))
+
+        def draw(i):
+            if i == crash_at:
+                raise KeyboardInterrupt  # killed between two checkpoints
+            return np.random.default_rng([0, i]).normal(size=3).astype(np.float32)
+
+        history = fit(lambda b: tf.reduce_sum((w - b) ** 2), [w], keras.optimizers.Adam(0.1),
+                      iters, "run", data=draw, checkpoint=path, checkpoint_every=2,
+                      resume=resume, history_every=3,
+                      evaluate=lambda: {"w0": float(w[0])}, evaluate_every=5)
+        return w.numpy(), history
+
+    w_whole, h_whole = train(8, tmp_path / "whole.npz")
+    assert [h["iteration"] for h in h_whole] == [3, 5, 6, 8]  # kept, evaluated, last
+    assert ["w0" in h for h in h_whole] == [False, True, False, False]
+    with pytest.raises(KeyboardInterrupt):
+        train(8, tmp_path / "part.npz", crash_at=4)  # its checkpoint is at iteration 4
+    with np.load(tmp_path / "part.npz") as saved:  # columns, not one JSON row each
+        assert saved["hist:iteration"].tolist() == [3, 4]
+    w_resumed, h_resumed = train(8, tmp_path / "part.npz", resume=True)
+    assert h_resumed[-1]["iteration"] == 8
+    assert [(h["iteration"], h["loss"], h.get("w0")) for h in h_resumed] == \
+        [(h["iteration"], h["loss"], h.get("w0")) for h in h_whole]
+    np.testing.assert_array_equal(w_resumed, w_whole)
+
+
 def test_noise_calibration_picks_the_level_nearest_the_papers_rnn_row():
     from experiments import latent_ode
 
