@@ -113,14 +113,16 @@ def solver_label(kind: str, args) -> str:
     import tfode
 
     way = "backpropagated" if tfode.methods()[args.method]["in_graph"] else "adjoint"
-    return f"{args.method} {args.tol:.3g} ({way})"
+    decay = ", cosine lr" if getattr(args, "lr_decay", "none") == "cosine" else ""
+    return f"{args.method} {args.tol:.3g} ({way}){decay}"
 
 
 def _stem(kind: str, noise: float, n: int, seed: int, args) -> str:
     """The name of a run's files (history, predictions, checkpoint)."""
     stem = f"{kind}_noise{noise:g}_n{n}" + (f"_seed{seed}" if seed else "")
     if kind == "latent_ode":
-        return stem + (f"_{args.method}" if args.method != "odeint" else "")
+        stem += f"_{args.method}" if args.method != "odeint" else ""
+        return stem + ("_cosine" if getattr(args, "lr_decay", "none") == "cosine" else "")
     cell = getattr(args, "rnn_cell", "rnn")
     return stem + (f"_{cell}" if cell != "rnn" else "")
 
@@ -134,12 +136,16 @@ def _row_key(r: dict) -> str:
 
 
 def _optimizer(kind: str, args):
-    """Adam at ``--lr`` for the latent ODE (the paper's); for the RNNs from ``--rnn-lr``
-    with ``--rnn-decay cosine`` to 1% of it at the last iteration, gradients clipped
-    to norm ``--rnn-clipnorm``."""
+    """Adam at ``--lr`` for the latent ODE (the paper's; with ``--lr-decay cosine``
+    decayed to 1% of it at the last iteration); for the RNNs from ``--rnn-lr`` with
+    ``--rnn-decay cosine`` to 1% of it at the last iteration, gradients clipped to norm
+    ``--rnn-clipnorm``."""
     import keras
 
     if kind == "latent_ode":
+        if getattr(args, "lr_decay", "none") == "cosine":
+            return keras.optimizers.Adam(
+                keras.optimizers.schedules.CosineDecay(args.lr, args.iters, alpha=0.01))
         return keras.optimizers.Adam(args.lr)
     lr = args.rnn_lr
     if args.rnn_decay == "cosine":
@@ -261,7 +267,8 @@ def table2(args, out: Path) -> list[dict]:
                 and r.get("solver", "-") == solver_label(r["key"], args)
                 and r["iterations"] < planned[r["key"]]]
     for r in extended:
-        if r["key"] != "latent_ode" and args.rnn_decay == "cosine":
+        decays = args.lr_decay if r["key"] == "latent_ode" else args.rnn_decay
+        if decays == "cosine":
             # The schedule spans the whole run: a longer run is a new run.
             stem = _stem(r["key"], r["noise"], r["n"], r.get("seed", 0), args)
             (out / f"checkpoint_{stem}.npz").unlink(missing_ok=True)
@@ -499,6 +506,10 @@ def main(argv=None):
                              "(rows are labelled with the cell)")
     parser.add_argument("--batch", type=int, default=800, help="spirals per iteration")
     parser.add_argument("--lr", type=float, default=0.01, help="Adam learning rate")
+    parser.add_argument("--lr-decay", choices=("none", "cosine"), default="none",
+                        help="the latent ODE's learning rate schedule: constant (the "
+                             "paper's) or cosine decay to 1%% at the last iteration (rows "
+                             "and files are labelled with it)")
     parser.add_argument("--tol", type=float, default=PAPER_TOLERANCE,
                         help="rtol = atol of the latent solves (paper: SciPy's 1.49e-8)")
     parser.add_argument("--method", default="odeint", help="solver (paper: SciPy odeint)")

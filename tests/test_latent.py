@@ -411,6 +411,28 @@ def test_experiment_tiny_run_writes_table_figures_and_resumes(tmp_path):
                      ("rnn_dt", "GRU cell")]
     assert (tmp_path / "history_rnn_dt_noise0.3_n30_gru.csv").exists()
     assert "GRU cell" in (tmp_path / "table2.md").read_text()
+    # A latent ODE with a decayed learning rate is a row (and files) of its own.
+    cos = latent_ode.main(argv + ["--resume", "--skip", "poisson", "--iters", "3",
+                                  "--models", "latent_ode", "--lr-decay", "cosine"])
+    solvers = sorted(r["solver"] for r in cos["runs"] if r["key"] == "latent_ode")
+    assert solvers == ["odeint 0.0001 (adjoint)", "odeint 0.0001 (adjoint), cosine lr"]
+    assert (tmp_path / "history_latent_ode_noise0.3_n30_cosine.csv").exists()
+
+
+def test_cosine_schedules_fall_to_one_percent_at_the_last_iteration():
+    import argparse
+
+    from experiments.latent_ode import _optimizer
+
+    args = argparse.Namespace(lr=0.01, iters=40, lr_decay="cosine", rnn_lr=0.02,
+                              rnn_iters=10, rnn_decay="cosine", rnn_clipnorm=1.0)
+    for kind, lr0, iters in (("latent_ode", 0.01, 40), ("rnn", 0.02, 10)):
+        sched = _optimizer(kind, args)._learning_rate  # the schedule itself
+        assert float(sched(0)) == pytest.approx(lr0)
+        assert float(sched(iters // 2)) == pytest.approx(lr0 * (0.01 + 0.99 * 0.5))
+        assert float(sched(iters)) == pytest.approx(lr0 * 0.01)
+    args.lr_decay = "none"
+    assert float(_optimizer("latent_ode", args).learning_rate) == pytest.approx(0.01)
 
 
 def test_b4_benchmark_runs_both_paths_and_writes_json(tmp_path):
