@@ -32,6 +32,12 @@ def machine() -> dict:
 
     info = {"cpu": cpu, "cores": os.cpu_count(), "gpus": gpus, "python": platform.python_version(),
             "numpy": numpy.__version__, "scipy": scipy.__version__}
+    if hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) != os.cpu_count():
+        info["cores_used"] = sorted(os.sched_getaffinity(0))  # pinned (taskset)
+    threads = {k: os.environ[k] for k in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
+                                          "OMP_NUM_THREADS") if k in os.environ}
+    if threads:
+        info["thread_settings"] = threads
     try:
         import keras
         import tensorflow as tf
