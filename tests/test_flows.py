@@ -1,6 +1,8 @@
 """tfode.flows: the change of variables against independent Jacobians, Hutchinson's
 estimator, the planar flow's determinant and inverse, and round trips."""
 
+import math
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -205,6 +207,10 @@ def test_density_matching_gives_the_nf_the_cnfs_wall_time(tmp_path):
     assert (cnf["model"], nf["model"]) == ("cnf", "nf") and cnf["iterations"] == 3
     assert 3 < nf["iterations"] < 100000
     assert cnf["train_s"] <= nf["train_s"] < cnf["train_s"] + 1.0
+    (claim,) = summary["density_claims"]
+    assert claim["cnf_minus_nf"] == pytest.approx(cnf["kl_loss"] - nf["kl_loss"])
+    assert claim["verdict"] in ("CNF lower", "NF lower", "tie")
+    assert (tmp_path / "density_claims.md").exists()
     # Resumed, the spent budget trains nothing more.
     again = cnf_experiment.main([
         "--skip", "ml", "--targets", "U1", "--sizes", "2", "--cnf-iters", "3",
@@ -213,6 +219,20 @@ def test_density_matching_gives_the_nf_the_cnfs_wall_time(tmp_path):
     assert again["density_matching"][1]["iterations"] == nf["iterations"]
     with pytest.raises(SystemExit):
         cnf_experiment.main(["--targets", "U7", "--out", str(tmp_path)])
+
+
+def test_density_claims_call_a_winner_only_beyond_twice_the_standard_error():
+    rows = [{"target": "U1", "model": m, "size": 2, "kl_loss": kl, "kl_se": 0.01,
+             "iterations": 1, "train_s": 1.0} for m, kl in (("cnf", -1.0), ("nf", -0.9))]
+    rows += [{"target": "U2", "model": m, "size": 2, "kl_loss": kl, "kl_se": 0.01,
+              "iterations": 1, "train_s": 1.0} for m, kl in (("cnf", -1.0), ("nf", -0.99))]
+    rows += [{"target": "U3", "model": m, "size": 8, "kl_loss": kl, "kl_se": 0.001,
+              "iterations": 1, "train_s": 1.0} for m, kl in (("cnf", -1.0), ("nf", -1.1))]
+    got = {c["target"]: c for c in cnf_experiment.density_claims(rows)}
+    assert got["U1"]["verdict"] == "CNF lower"  # 0.1 apart, 2 se = 0.028
+    assert got["U2"]["verdict"] == "tie"  # 0.01 apart
+    assert got["U3"]["verdict"] == "NF lower"
+    assert got["U1"]["se"] == pytest.approx(0.01 * math.sqrt(2))
 
 
 def test_hypernetwork_starts_as_the_reference_example_with_a_moving_flow_at_t0():
