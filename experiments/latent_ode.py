@@ -24,6 +24,7 @@ iterations, minibatches of 100 and tolerance 1e-5.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -242,17 +243,28 @@ def train_spiral_model(kind: str, data, idx, args, out: Path, seed: int = 0) -> 
 
 
 def _merge_rows(rows_path: Path, rows: list[dict], mine: set) -> list[dict]:
-    """``rows`` (this run's, of the ``(key, solver)`` pairs in ``mine``) with the rows
-    of other pairs that another run has written to ``rows_path`` meanwhile: runs of
-    disjoint ``--models`` (or RNN cells) may share one folder."""
+    """``rows`` (this run's own, those whose :func:`_row_key` is in ``mine``, the
+    settings it plans) with the rows that other runs have written to ``rows_path``
+    meanwhile: runs of disjoint settings (models, cells, noise levels, observation
+    counts or seeds) may share one folder, for instance one process per core."""
     if not rows_path.exists():
         return rows
+    theirs = [r for r in json.loads(rows_path.read_text()) if _row_key(r) not in mine]
+    return theirs + [r for r in rows if _row_key(r) in mine]
 
-    def ours(r):
-        return (r["key"], r.get("solver", "-")) in mine
 
-    theirs = [r for r in json.loads(rows_path.read_text()) if not ours(r)]
-    return theirs + [r for r in rows if ours(r)]
+@contextlib.contextmanager
+def _locked(path: Path):
+    """Holds an exclusive lock on ``path``'s lock file (``.name.lock`` beside it), so
+    that two runs sharing a folder do not interleave reading and writing it."""
+    import fcntl
+
+    with open(path.with_name(f".{path.name}.lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def table2(args, out: Path) -> list[dict]:
@@ -262,10 +274,11 @@ def table2(args, out: Path) -> list[dict]:
     rows = json.loads(rows_path.read_text()) if args.resume and rows_path.exists() else []
     # A setting trained for fewer iterations than asked now is extended: its row goes,
     # and its checkpoint continues the training (bitwise as if run that long at once).
+    mine = {_done_key(noise, n, kind, seed, solver_label(kind, args)) for noise in args.noise
+            for n in args.n_obs for seed in args.seeds for kind in args.models}
     planned = {kind: args.iters if kind == "latent_ode" else args.rnn_iters for kind in MODELS}
-    extended = [r for r in rows if r["key"] in args.models
-                and r.get("solver", "-") == solver_label(r["key"], args)
-                and r["iterations"] < planned[r["key"]]]
+    extended = [r for r in rows
+                if _row_key(r) in mine and r["iterations"] < planned[r["key"]]]
     for r in extended:
         decays = args.lr_decay if r["key"] == "latent_ode" else args.rnn_decay
         if decays == "cosine":
@@ -279,7 +292,6 @@ def table2(args, out: Path) -> list[dict]:
               f"{r['iterations']} to {planned[r['key']]} iterations")
     rows = [r for r in rows if r not in extended]
     done = {_row_key(r) for r in rows}
-    mine = {(kind, solver_label(kind, args)) for kind in args.models}
     for noise in args.noise:
         data = spirals(noise_std=noise, seed=args.data_seed)
         for n in args.n_obs:
@@ -290,11 +302,11 @@ def table2(args, out: Path) -> list[dict]:
                         print(f"-- {MODELS[kind]}, noise {noise:g}, n = {n}, seed {seed}: "
                               "done (resumed)")
                         continue
-                    rows.append(train_spiral_model(kind, data, idx, args, out, seed))
-                    rows = _merge_rows(rows_path, rows, mine)
-                    write_json(rows_path, rows)  # the checkpoint --resume continues from
-                    print(f"   test RMSE (100 future points) {rows[-1]['rmse']:.4f}",
-                          flush=True)
+                    row = train_spiral_model(kind, data, idx, args, out, seed)
+                    with _locked(rows_path):
+                        rows = _merge_rows(rows_path, rows + [row], mine)
+                        write_json(rows_path, rows)  # the checkpoint --resume continues from
+                    print(f"   test RMSE (100 future points) {row['rmse']:.4f}", flush=True)
     return rows
 
 

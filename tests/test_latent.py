@@ -417,6 +417,13 @@ def test_experiment_tiny_run_writes_table_figures_and_resumes(tmp_path):
     solvers = sorted(r["solver"] for r in cos["runs"] if r["key"] == "latent_ode")
     assert solvers == ["odeint 0.0001 (adjoint)", "odeint 0.0001 (adjoint), cosine lr"]
     assert (tmp_path / "history_latent_ode_noise0.3_n30_cosine.csv").exists()
+    # A run of another noise level with more iterations leaves the 0.3 rows alone.
+    other = latent_ode.main(argv[:-2] + ["--resume", "--skip", "poisson", "--iters", "4",
+                                         "--models", "latent_ode", "--noise", "0.2",
+                                         "--out", str(tmp_path)])
+    kept = [(r["noise"], r["iterations"]) for r in other["runs"]
+            if r["key"] == "latent_ode" and r["solver"] == "odeint 0.0001 (adjoint)"]
+    assert sorted(kept) == [(0.2, 4), (0.3, 3)]
 
 
 def test_cosine_schedules_fall_to_one_percent_at_the_last_iteration():
@@ -457,15 +464,20 @@ def test_b4_benchmark_runs_both_paths_and_writes_json(tmp_path):
 def test_rows_of_runs_sharing_a_folder_are_merged_not_overwritten(tmp_path):
     from experiments import latent_ode
 
+    def row(key, solver, n, noise=0.1, **extra):
+        return {"key": key, "solver": solver, "n": n, "noise": noise, **extra}
+
     path = tmp_path / "rows.json"
-    other = [{"key": "latent_ode", "solver": "odeint 1e-05 (adjoint)", "n": 30},
-             {"key": "rnn", "solver": "-", "n": 30}]
-    path.write_text(json.dumps(other + [{"key": "rnn", "solver": "GRU cell", "n": 30,
-                                         "stale": True}]))
-    mine = [{"key": "rnn", "solver": "GRU cell", "n": 30}]
-    merged = latent_ode._merge_rows(path, mine, {("rnn", "GRU cell"), ("rnn_dt", "GRU cell")})
+    other = [row("latent_ode", "odeint 1e-05 (adjoint)", 30), row("rnn", "-", 30),
+             row("rnn", "GRU cell", 50)]  # another observation count: another run's
+    path.write_text(json.dumps(other + [row("rnn", "GRU cell", 30, stale=True)]))
+    mine = [row("rnn", "GRU cell", 30)]
+    plan = {latent_ode._row_key(r) for r in mine + [row("rnn_dt", "GRU cell", 30)]}
+    merged = latent_ode._merge_rows(path, mine, plan)
     assert merged == other + mine  # the other runs' rows kept, this run's own replaced
     assert latent_ode._merge_rows(tmp_path / "none.json", mine, set()) == mine
+    with latent_ode._locked(path):  # a second run waits for the lock; the file stays
+        assert json.loads(path.read_text())[0] == other[0]
 
 
 def test_memory_growth_benchmark_measures_each_method_in_its_own_process(tmp_path):
