@@ -359,6 +359,26 @@ def test_noise_calibration_picks_the_level_nearest_the_papers_rnn_row():
     assert got["chosen_noise"] == 0.3 and got["closest_model"] == "rnn (GRU cell)"
 
 
+def test_headline_takes_the_papers_method_per_seed_and_the_fast_path_for_the_rest():
+    from experiments import latent_ode
+
+    adjoint, fast = "odeint 1.49e-08 (adjoint)", "tf_dopri5 1.49e-08 (backpropagated)"
+
+    def row(seed, solver, rmse, iterations=2000, n=30, key="latent_ode"):
+        return {"key": key, "seed": seed, "solver": solver, "rmse": rmse, "n": n,
+                "noise": 0.1, "iterations": iterations}
+
+    rows = [row(0, adjoint, 0.30), row(0, fast, 0.90), row(1, fast, 0.40),
+            row(2, fast, 0.50), row(1, fast + ", cosine lr", 0.01),
+            row(2, adjoint, 0.05, iterations=4000), row(3, "-", 0.02, key="rnn")]
+    (got,) = latent_ode.headline(rows, 0.1, 2000)
+    assert got["seeds"] == [0, 1, 2]
+    assert got["mean"] == pytest.approx(0.40) and got["std"] == pytest.approx(np.std([.3, .4, .5]))
+    assert got["methods"] == f"{adjoint}: seed 0; {fast}: seed 1, 2"
+    assert got["paper"] == 0.1642
+    assert latent_ode.headline(rows, 0.3, 2000) == []
+
+
 # -- the experiment --------------------------------------------------------------------
 def test_experiment_tiny_run_writes_table_figures_and_resumes(tmp_path):
     from experiments import latent_ode
