@@ -129,6 +129,12 @@ def _cnf(d: dict) -> list[str]:
                   "than the planar NF at the same K = M):", "",
                   markdown_table(d["density_matching"],
                                  ["target", "model", "size", "iterations", "kl_loss"]), ""]
+    if d.get("density_claims"):
+        lines += ["The paper's claim at every target and K = M (a model is lower only when "
+                  "the difference exceeds twice its standard error):", "",
+                  markdown_table(d["density_claims"],
+                                 ["target", "size", "cnf_kl", "nf_kl", "cnf_minus_nf", "se",
+                                  "verdict", "nf_iterations", "train_s"]), ""]
     if d.get("maximum_likelihood"):
         ml = d["maximum_likelihood"]
         cols = ["dataset", "model", "iterations", "test_nll"]
@@ -152,7 +158,21 @@ def _latent(d: dict) -> list[str]:
                   "(test set, against the noise-free spirals), ours at each noise level and "
                   "the paper's:", "",
                   markdown_table(d["table2"], ["model", *(["solver"] if any(
-                      r.get("solver") for r in d["table2"]) else []), "noise", *n_cols])]
+                      r.get("solver") for r in d["table2"]) else []), "noise",
+                      *(["iterations"] if "iterations" in d["table2"][0] else []), *n_cols])]
+    calibration = d.get("noise_calibration")
+    if calibration:
+        lines += ["", "Noise calibration: the mean over n of |log(rmse / paper)| of each "
+                  "level's RNN row nearer to the paper's RNN row; the nearest level is "
+                  f"**{calibration['chosen_noise']:g}** ({calibration['closest_model']}):", "",
+                  markdown_table(calibration["levels"],
+                                 ["noise", "distance", "closest", "rnn_distance",
+                                  "rnn_dt_distance"])]
+    if d.get("headline"):
+        lines += ["", "Headline, the latent ODE at the calibrated noise over its seeds (the "
+                  "paper's adjoint where a seed has it, else the fast path):", "",
+                  markdown_table(d["headline"], ["n", "noise", "iterations", "rmse", "paper",
+                                                 "methods"])]
         trained = sum(r.get("train_s", 0.0) for r in d.get("runs", []))
         lines += ["", f"Training time of these {len(d.get('runs', []))} models: "
                   f"{trained / 60:.1f} min."]

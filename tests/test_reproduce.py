@@ -3,6 +3,7 @@ from what they wrote."""
 
 from __future__ import annotations
 
+import json
 import re
 
 from experiments import reproduce
@@ -14,9 +15,9 @@ def test_smoke_run_writes_a_report_with_tables_paper_numbers_and_live_links(tmp_
     report = (tmp_path / "REPORT.md").read_text()
     assert re.search(r"^Machine: .+, \d+ cores, ", report, re.M)
     # The latent ODE's Table 2 with the paper's rows beside ours.
-    assert "| Latent ODE (paper) | odeint 1.49e-08 (adjoint) | unpublished | 0.1642 |" in report
-    assert re.search(r"\| Latent ODE \| odeint 0\.0001 \(adjoint\) \| 0\.3 \| \d+\.\d{4} \|",
-                     report)
+    assert "| Latent ODE (paper) | odeint 1.49e-08 (adjoint) | unpublished |  | 0.1642 |" in report
+    assert re.search(
+        r"\| Latent ODE \| odeint 0\.0001 \(adjoint\) \| 0\.3 \| \d+ \| \d+\.\d{4} \|", report)
     assert "test log-likelihood per event" in report
     # Experiments not run are named as such; every figure link points at a file.
     assert "Not run (no `mnist/results.json`)" in report
@@ -40,10 +41,20 @@ def test_smoke_run_writes_a_report_with_tables_paper_numbers_and_live_links(tmp_
     assert "Table 2 at paper scale" not in before
     shutil.copytree(tmp_path / "latent_ode", tmp_path / "latent_ode_paper")
     (tmp_path / "latent_ode_paper" / "NOTES.md").write_text("Reproduced: nothing yet.\n")
+    results = tmp_path / "latent_ode_paper" / "results.json"
+    d = json.loads(results.read_text())
+    d["noise_calibration"] = {"chosen_noise": 0.1, "closest_model": "rnn_dt", "levels": [
+        {"noise": 0.1, "distance": 0.5, "closest": "rnn_dt"}]}
+    d["headline"] = [{"n": 30, "noise": 0.1, "iterations": 2, "rmse": "0.5 ± 0.1 (3)",
+                      "paper": 0.1642, "methods": "odeint: seed 0; tf_dopri5: seed 1, 2"}]
+    results.write_text(json.dumps(d))
     assert reproduce.main(["--report-only", "--out", str(tmp_path)]) == 0
     report = (tmp_path / "REPORT.md").read_text()
     section = report.split("## Table 2 at paper scale (Section 5)")[1].split("\n## ")[0]
     assert "Reproduced: nothing yet." in section and "| Latent ODE (paper) |" in section
+    assert "nearest level is **0.1** (rnn_dt)" in section
+    assert "| 30 | 0.1 | 2 | 0.5 ± 0.1 (3) | 0.164 | odeint: seed 0; tf_dopri5: seed 1, 2 |" \
+        in section
 
 
 def test_unknown_experiment_is_refused(capsys):
