@@ -2,7 +2,8 @@
 
 Needs the optional ``compare`` extra (torch, torchdiffeq). Benchmarks of
 B1-B3 and Figure 3c, every side measured in this run on this machine, with
-TensorFlow and PyTorch pinned to one thread each (and NumPy's BLAS to one):
+TensorFlow and PyTorch pinned to one thread each (and NumPy's BLAS to one), or
+with ``--threads default`` each library's own default thread pools, as users run:
 
 * B1, spiral MLP (batch 1000, 10 output times on [0, 25], loss sum of y^2, float64):
   - agreement at tight tolerance: the maximum relative difference (max |a - b| /
@@ -33,11 +34,16 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+# BLAS and OpenMP read their thread counts when first loaded, before argparse runs.
+_DEFAULT_THREADS = "--threads=default" in sys.argv or (
+    "--threads" in sys.argv[:-1] and sys.argv[sys.argv.index("--threads") + 1] == "default")
+if not _DEFAULT_THREADS:
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -55,6 +61,16 @@ from experiments.compare_b3 import b3, memory_one  # noqa: E402
 
 def _floats(text):
     return [float(v) for v in text.split(",") if v]
+
+
+def _default_threads(torch) -> str:
+    import tensorflow as tf
+
+    intra = tf.config.threading.get_intra_op_parallelism_threads() or "TensorFlow's default"
+    inter = tf.config.threading.get_inter_op_parallelism_threads() or "TensorFlow's default"
+    return (f"defaults: TensorFlow intra {intra}, inter {inter}; PyTorch "
+            f"{torch.get_num_threads()} intra, {torch.get_num_interop_threads()} inter; "
+            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
 
 
 def main(argv=None):
@@ -78,6 +94,9 @@ def main(argv=None):
     parser.add_argument("--lengths", type=lambda s: [int(v) for v in s.split(",")],
                         default=[1, 4, 16, 64], help="B3 integration lengths")
     parser.add_argument("--b3-batch", type=int, default=32, help="B3 batch")
+    parser.add_argument("--threads", default="one", choices=["one", "default"],
+                        help="one thread each for TensorFlow, PyTorch and BLAS, or each "
+                             "library's defaults (as users run)")
     parser.add_argument("--out", default="results/compare", help="output folder")
     parser.add_argument("--memory-one", nargs=3, metavar=("SIDE", "T", "BATCH"),
                         help="internal: one B3 point")
@@ -100,7 +119,8 @@ def main(argv=None):
             args.repeats = 3
         if args.lengths == parser.get_default("lengths"):
             args.lengths = [1, 4, 16]
-    single_thread_all()
+    if args.threads == "one":
+        single_thread_all()
     import torch
     import torchdiffeq
 
@@ -109,7 +129,8 @@ def main(argv=None):
     parts = set(args.parts.split(","))
     summary = {"experiment": "compare", "args": vars(args), "machine": machine(),
                "torch": torch.__version__, "torchdiffeq": torchdiffeq.__version__,
-               "threads": "1 (TensorFlow intra/inter, PyTorch, BLAS)"}
+               "threads": ("1 (TensorFlow intra/inter, PyTorch, BLAS)" if args.threads == "one"
+                           else _default_threads(torch))}
     start = time.perf_counter()
     if "b1" in parts:
         agreement, cost = b1(args)

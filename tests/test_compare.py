@@ -193,3 +193,29 @@ def test_compare_tiny_run_lands_in_the_report(tmp_path):
     assert base["time_vs_torchdiffeq_adjoint"] == 1.0
     report = reproduce.build_report(tmp_path).read_text()
     assert "B1 agreement" in report and "| tfode adams (adjoint) | uniform | 1e-06 |" in report
+
+
+@pytest.mark.parametrize("threads", ["one", "default"])
+def test_thread_setting_is_applied_and_recorded(tmp_path, threads):
+    """--threads one pins PyTorch to one thread; --threads default leaves it at what a
+    fresh PyTorch chooses on this machine (asked in a separate process), and the summary
+    records which."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ask = "import torch; print(torch.get_num_threads())"
+    fresh = int(subprocess.run([sys.executable, "-c", ask], capture_output=True, text=True,
+                               check=True).stdout)
+    out = tmp_path / "compare"
+    subprocess.run([sys.executable, "-m", "experiments.compare", "--parts", "none",
+                    "--threads", threads, "--out", str(out)], check=True, capture_output=True,
+                   cwd=Path(__file__).resolve().parents[1])
+    recorded = json.loads((out / "results.json").read_text())["threads"]
+    if threads == "one":
+        assert recorded.startswith("1 (TensorFlow intra/inter, PyTorch, BLAS)")
+    else:
+        assert recorded.startswith("defaults:") and f"PyTorch {fresh} intra" in recorded
+        assert f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}" in recorded
