@@ -282,6 +282,82 @@ def plot_runs(folders: list[Path], path: Path) -> Path:
     return save_figure(fig, path)
 
 
+# What may differ between runs pooled as seeds of one Table 1.
+_PER_RUN_ARGS = {"seed", "out", "resume", "verbose", "no_memory", "memory_lengths",
+                 "sweep_tols", "plot_runs", "seed_runs"}
+
+
+def table1_over_seeds(folders: list[Path], out: Path) -> dict:
+    """Table 1 over finished runs that differ only in their seed: each model's test error
+    as mean, standard deviation and the per-seed values, beside the paper's, and the
+    paper's ordering checked on the means (ODE-Net within half a point of ResNet, RK-Net
+    close, the MLP worst), each difference with its standard error over seeds.
+
+    Writes ``table1_seeds.md``, ``.csv`` and ``.json`` into ``out``.
+
+    Raises:
+        ValueError: if the runs differ in anything but their seed (epochs, data, solver).
+    """
+    runs = [json.loads((Path(f) / "results.json").read_text()) for f in folders]
+    base = runs[0]["args"]
+    for folder, run in zip(folders, runs, strict=True):
+        differ = sorted(k for k in set(base) | set(run["args"])
+                        if k not in _PER_RUN_ARGS and base.get(k) != run["args"].get(k))
+        if differ:
+            raise ValueError(f"{folder} differs from {folders[0]} in {differ}, not only in "
+                             "its seed: pool only runs of one setting.")
+        if run["data"] != runs[0]["data"]:
+            raise ValueError(f"{folder} trained on {run['data']['source']}, {folders[0]} on "
+                             f"{runs[0]['data']['source']}: pool only runs of one data set.")
+    seeds = [run["args"]["seed"] for run in runs]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"the runs repeat a seed ({seeds}): each run must be another seed.")
+    errors = {name: np.array([run["results"][name]["test_error_pct"] for run in runs])
+              for name in MODELS if all(name in run["results"] for run in runs)}
+    rows = []
+    for name, e in errors.items():
+        rows.append({"model": name, "test_error_pct": float(e.mean()),
+                     "sd": float(e.std(ddof=1)) if len(e) > 1 else None, "seeds": len(e),
+                     "per_seed": ", ".join(f"{v:g}" for v in e),
+                     "paper_error_pct": PAPER_TABLE1[name]["error"]})
+
+    def gap(a, b):
+        d = errors[a] - errors[b]
+        se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else None
+        return {"pair": f"{a} - {b}", "mean_points": float(d.mean()), "se": se,
+                "paper_points": round(PAPER_TABLE1[a]["error"] - PAPER_TABLE1[b]["error"], 2)}
+
+    pairs = [(a, b) for a, b in (("odenet", "resnet"), ("rknet", "odenet"), ("mlp", "odenet"))
+             if a in errors and b in errors]
+    gaps = [gap(a, b) for a, b in pairs]
+    means = {name: float(e.mean()) for name, e in errors.items()}
+    ordering = {"seeds": seeds}
+    if {"odenet", "resnet"} <= set(errors):
+        ordering["odenet_within_half_point_of_resnet"] = bool(
+            abs(means["odenet"] - means["resnet"]) <= 0.5)
+    if "mlp" in errors and len(errors) > 1:
+        ordering["mlp_worst"] = bool(means["mlp"] == max(means.values()))
+    data = runs[0]["data"]
+    cols = ["model", "test_error_pct", "sd", "seeds", "per_seed", "paper_error_pct"]
+    table = markdown_table(rows, cols)
+    gap_table = markdown_table(gaps, ["pair", "mean_points", "se", "paper_points"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table1_seeds.md").write_text(
+        f"Data: {data['source']} ({data['train']} train / {data['test']} test), "
+        f"{base['epochs']} epochs, seeds {', '.join(map(str, seeds))}. {data.get('note', '')}"
+        f"\n\n{table}\n\nDifferences of the test error (points; standard error over "
+        f"seeds):\n\n{gap_table}\n", encoding="utf-8")
+    with open(out / "table1_seeds.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=cols)
+        writer.writeheader()
+        writer.writerows(rows)
+    summary = {"rows": rows, "differences": gaps, "ordering": ordering, "data": data,
+               "runs": [str(f) for f in folders], "epochs": base["epochs"]}
+    write_json(out / "table1_seeds.json", summary)
+    print(f"{table}\n\n{gap_table}\n{ordering}")
+    return summary
+
+
 def write_table1(out: Path, results: dict, memory: dict, data_info: dict) -> str:
     rows = []
     for name in MODELS:
@@ -344,7 +420,13 @@ def main(argv=None):
     parser.add_argument("--plot-runs", default="",
                         help="comma list of finished run folders: plot them side by side into "
                              "OUT/runs.png (and redraw each one's figure3.png), then exit")
+    parser.add_argument("--seed-runs", default="",
+                        help="comma list of finished run folders that differ only in --seed: "
+                             "write Table 1 over them (mean, spread, the paper's ordering) "
+                             "into OUT/table1_seeds.md, .csv, .json, then exit")
     args = parser.parse_args(argv)
+    if args.seed_runs:
+        return table1_over_seeds([Path(f) for f in args.seed_runs.split(",")], Path(args.out))
     if args.plot_runs:
         path = plot_runs([Path(f) for f in args.plot_runs.split(",")], Path(args.out) / "runs.png")
         print(f"wrote {path}")

