@@ -152,6 +152,7 @@ def density_matching(args, out: Path) -> tuple[list[dict], dict]:
     from tfode.flows import energy
 
     rows, samples = [], {}
+    log_z = {target: log_partition(target) for target in args.targets}
     for target in args.targets:
         for size in args.sizes:
             for kind in ("cnf", "nf"):
@@ -183,19 +184,50 @@ def density_matching(args, out: Path) -> tuple[list[dict], dict]:
                 z = _base_draw(args.seed + 1, args.eval_samples)(0)
                 x, log_q = model.sample(len(z), z=tf.constant(z))
                 terms = (log_q + energy(target, x)).numpy()
+                kl = float(terms.mean())
                 rows.append({"target": target, "model": kind, "size": size, "iterations": iters,
-                             "kl_loss": float(terms.mean()),
+                             "kl_loss": kl,
                              "kl_se": float(terms.std(ddof=1) / math.sqrt(len(terms))),
+                             "kl_nats": None if log_z[target] is None else kl + log_z[target],
+                             "outside_window": float(np.mean(np.abs(x.numpy()).max(1) > WINDOW)),
                              "train_s": history[-1]["wall_s"] if history else 0.0})
                 samples[(target, kind, size)] = x.numpy()
     return rows, samples
+
+
+# The window the targets are drawn in (Rezende and Mohamed's, and the paper's figure).
+WINDOW = 4.0
+
+
+def log_partition(target: str, half_widths=(8.0, 16.0), points: int = 2001) -> float | None:
+    """log Z = log of the integral of exp(-U) over the plane, by the midpoint rule on
+    square grids of two half-widths; None when the two differ (by more than 1e-6), that
+    is when exp(-U) is not integrable: U2 and U3 do not grow along z1, so Z is infinite
+    and E_q[log q + U] has no lower bound (a flow lowers it by spreading along z1).
+
+    With a finite log Z the density-matching loss plus log Z is KL(q || p) in nats."""
+    import tensorflow as tf
+
+    from tfode.flows import energy
+
+    values = []
+    for half in half_widths:
+        g = np.linspace(-half, half, points)
+        grid = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
+        neg = -energy(target, tf.constant(grid)).numpy()
+        top = neg.max()
+        values.append(float(top + np.log(np.exp(neg - top).sum() * (g[1] - g[0]) ** 2)))
+    return values[-1] if abs(values[1] - values[0]) <= 1e-6 else None
 
 
 def density_claims(rows: list[dict]) -> list[dict]:
     """The paper's claim, "the CNF generally achieves lower loss", checked at every
     target and K = M: the two models' KL estimates, their difference and its standard
     error (independent samples), and the verdict: a model is lower only when the
-    difference exceeds twice its standard error, else a tie."""
+    difference exceeds twice its standard error, else a tie. Beside it, whether the
+    target is normalisable (else the loss has no floor and the lower one may only have
+    spread further along z1) and each model's share of samples outside the window the
+    targets are drawn in, |z| <= 4 in both coordinates."""
     by = {(r["target"], r["model"], r["size"]): r for r in rows}
     claims = []
     for (target, model, size), cnf in by.items():
@@ -207,7 +239,9 @@ def density_claims(rows: list[dict]) -> list[dict]:
         verdict = "tie" if abs(diff) <= 2 * se else ("CNF lower" if diff < 0 else "NF lower")
         claims.append({"target": target, "size": size, "cnf_kl": cnf["kl_loss"],
                        "nf_kl": nf["kl_loss"], "cnf_minus_nf": diff, "se": se,
-                       "verdict": verdict, "cnf_iterations": cnf["iterations"],
+                       "verdict": verdict, "normalisable": cnf.get("kl_nats") is not None,
+                       "cnf_outside": cnf.get("outside_window"),
+                       "nf_outside": nf.get("outside_window"), "cnf_iterations": cnf["iterations"],
                        "nf_iterations": nf["iterations"], "train_s": cnf["train_s"]})
     return claims
 
@@ -416,11 +450,13 @@ def main(argv=None):
         rows, samples = density_matching(args, out)
         summary["density_matching"] = rows
         write_table(out / "density_matching", rows,
-                     ["target", "model", "size", "iterations", "kl_loss", "kl_se", "train_s"])
+                     ["target", "model", "size", "iterations", "kl_loss", "kl_se", "kl_nats",
+                      "outside_window", "train_s"])
         summary["density_claims"] = density_claims(rows)
         write_table(out / "density_claims", summary["density_claims"],
                     ["target", "size", "cnf_kl", "nf_kl", "cnf_minus_nf", "se", "verdict",
-                     "cnf_iterations", "nf_iterations", "train_s"])
+                     "normalisable", "cnf_outside", "nf_outside", "cnf_iterations",
+                     "nf_iterations", "train_s"])
         summary["density_figure"] = str(plot_density_matching(rows, samples, out))
     if "ml" not in args.skip:
         rows = maximum_likelihood(args, out)

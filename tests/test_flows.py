@@ -211,6 +211,12 @@ def test_density_matching_gives_the_nf_the_cnfs_wall_time(tmp_path):
     assert claim["cnf_minus_nf"] == pytest.approx(cnf["kl_loss"] - nf["kl_loss"])
     assert claim["verdict"] in ("CNF lower", "NF lower", "tie")
     assert (tmp_path / "density_claims.md").exists()
+    # U1 is normalisable: the loss plus log Z is a KL divergence, never negative.
+    for row in (cnf, nf):
+        assert row["kl_nats"] == pytest.approx(row["kl_loss"] + cnf_experiment.log_partition("U1"))
+        assert row["kl_nats"] > -3 * row["kl_se"]
+        assert 0.0 <= row["outside_window"] <= 1.0
+    assert claim["normalisable"]
     # Resumed, the spent budget trains nothing more.
     again = cnf_experiment.main([
         "--skip", "ml", "--targets", "U1", "--sizes", "2", "--cnf-iters", "3",
@@ -219,6 +225,21 @@ def test_density_matching_gives_the_nf_the_cnfs_wall_time(tmp_path):
     assert again["density_matching"][1]["iterations"] == nf["iterations"]
     with pytest.raises(SystemExit):
         cnf_experiment.main(["--targets", "U7", "--out", str(tmp_path)])
+
+
+def test_log_partition_of_u1_matches_adaptive_quadrature_and_u2_u3_have_none():
+    from scipy import integrate
+
+    def p(y, x):  # exp(-U1), written out in NumPy
+        r = math.hypot(x, y)
+        return math.exp(-0.5 * ((r - 2.0) / 0.4) ** 2) * (
+            math.exp(-0.5 * ((x - 2.0) / 0.6) ** 2) + math.exp(-0.5 * ((x + 2.0) / 0.6) ** 2))
+
+    z, _ = integrate.dblquad(p, -5, 5, -5, 5, epsabs=1e-10, epsrel=1e-10)
+    assert cnf_experiment.log_partition("U1") == pytest.approx(math.log(z), abs=1e-6)
+    # exp(-U) of U2 and U3 is constant along z1: no normaliser, the loss has no floor.
+    assert cnf_experiment.log_partition("U2") is None
+    assert cnf_experiment.log_partition("U3") is None
 
 
 def test_density_claims_call_a_winner_only_beyond_twice_the_standard_error():
