@@ -287,22 +287,26 @@ _PER_RUN_ARGS = {"seed", "out", "resume", "verbose", "no_memory", "memory_length
                  "sweep_tols", "plot_runs", "seed_runs"}
 
 
-def table1_over_seeds(folders: list[Path], out: Path) -> dict:
+def table1_over_seeds(folders: list[Path], out: Path, defaults: dict | None = None) -> dict:
     """Table 1 over finished runs that differ only in their seed: each model's test error
     as mean, standard deviation and the per-seed values, beside the paper's, and the
     paper's ordering checked on the means (ODE-Net within half a point of ResNet, RK-Net
     close, the MLP worst), each difference with its standard error over seeds.
 
-    Writes ``table1_seeds.md``, ``.csv`` and ``.json`` into ``out``.
+    Writes ``table1_seeds.md``, ``.csv`` and ``.json`` into ``out``. ``defaults`` gives
+    the value of an option that a run recorded before the option existed: the run is
+    compared as if it had been given that default.
 
     Raises:
         ValueError: if the runs differ in anything but their seed (epochs, data, solver).
     """
     runs = [json.loads((Path(f) / "results.json").read_text()) for f in folders]
-    base = runs[0]["args"]
+    defaults = defaults or {}
+    base = {**defaults, **runs[0]["args"]}
     for folder, run in zip(folders, runs, strict=True):
-        differ = sorted(k for k in set(base) | set(run["args"])
-                        if k not in _PER_RUN_ARGS and base.get(k) != run["args"].get(k))
+        args = {**defaults, **run["args"]}
+        differ = sorted(k for k in set(base) | set(args)
+                        if k not in _PER_RUN_ARGS and base.get(k) != args.get(k))
         if differ:
             raise ValueError(f"{folder} differs from {folders[0]} in {differ}, not only in "
                              "its seed: pool only runs of one setting.")
@@ -426,7 +430,8 @@ def main(argv=None):
                              "into OUT/table1_seeds.md, .csv, .json, then exit")
     args = parser.parse_args(argv)
     if args.seed_runs:
-        return table1_over_seeds([Path(f) for f in args.seed_runs.split(",")], Path(args.out))
+        return table1_over_seeds([Path(f) for f in args.seed_runs.split(",")], Path(args.out),
+                                 defaults=vars(parser.parse_args([])))
     if args.plot_runs:
         path = plot_runs([Path(f) for f in args.plot_runs.split(",")], Path(args.out) / "runs.png")
         print(f"wrote {path}")

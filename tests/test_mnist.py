@@ -177,6 +177,18 @@ def test_table1_over_seeds_pools_only_seeds_and_checks_the_ordering(tmp_path):
     assert out["ordering"] == {"seeds": [0, 1, 2], "odenet_within_half_point_of_resnet": True,
                                "mlp_worst": True}
     assert "| mlp |" in (tmp_path / "t" / "table1_seeds.md").read_text()
+    # A run recorded before an option existed compares at that option's default ...
+    older = json.loads((folders[1] / "results.json").read_text())
+    older["args"]["kinetic"] = 0.0
+    mnist.write_json(folders[1] / "results.json", older)
+    assert mnist.main(["--seed-runs", ",".join(map(str, folders)), "--out",
+                       str(tmp_path / "t")])["ordering"]["seeds"] == [0, 1, 2]
+    older["args"]["kinetic"] = 0.1
+    mnist.write_json(folders[1] / "results.json", older)
+    with pytest.raises(ValueError, match=r"differs from .* in \['kinetic'\]"):
+        mnist.main(["--seed-runs", ",".join(map(str, folders)), "--out", str(tmp_path / "t")])
+    del older["args"]["kinetic"]
+    mnist.write_json(folders[1] / "results.json", older)
     # A run of another length is not a seed of the same table.
     other = json.loads((folders[2] / "results.json").read_text())
     other["args"]["epochs"] = 20
