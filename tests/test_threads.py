@@ -51,15 +51,57 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run(intra: int, inter: int) -> dict:
+# Dynamics that run without XLA (as the CNF's do): called from inside the solve's
+# tf.numpy_function, they need a second inter-op thread.
+SCRIPT_NO_XLA = textwrap.dedent("""
+    import json, sys
+    import tensorflow as tf
+    inter = int(sys.argv[1])
+    if inter:
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    import keras
+    import tfode
+    from experiments._common import fit
+
+    keras.utils.set_random_seed(0)
+    w = tf.Variable([[-0.5, 1.0], [-1.0, -0.5]], dtype=tf.float64)
+    y0 = tf.constant([[1.0, 0.0], [0.5, 0.5]], tf.float64)
+    t = tf.constant([0.0, 0.5, 1.0], tf.float64)
+
+    def loss_fn(_):
+        ys = tfode.odeint(lambda t, y: tf.tanh(y @ w), y0, t, method="adams", rtol=1e-8,
+                          atol=1e-8, jit_compile=False)
+        return tf.reduce_sum(ys ** 2)
+
+    history = fit(loss_fn, [w], keras.optimizers.SGD(0.01), 3, "threads")
+    print(json.dumps({"losses": [h["loss"] for h in history], "w": w.numpy().ravel().tolist(),
+                      "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}))
+""")
+
+
+def _one_cpu():
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
+def _process(script: str, *argv, one_cpu: bool = False) -> subprocess.CompletedProcess:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+    for name in ("TF_NUM_INTEROP_THREADS", "TF_NUM_INTRAOP_THREADS"):
+        env.pop(name, None)
     try:
-        done = subprocess.run([sys.executable, "-c", SCRIPT, str(intra), str(inter)], cwd=ROOT,
-                              env=env, capture_output=True, text=True, timeout=240)
+        return subprocess.run([sys.executable, "-c", script, *map(str, argv)], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=240,
+                              preexec_fn=_one_cpu if one_cpu else None)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"Training hung with intra-op threads {intra}, inter-op threads {inter}.")
+        pytest.fail(f"Training hung (arguments {argv}, one CPU: {one_cpu}).")
+
+
+def _result(done: subprocess.CompletedProcess) -> dict:
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _run(intra: int, inter: int) -> dict:
+    return _result(_process(SCRIPT, intra, inter))
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +118,28 @@ def test_training_finishes_with_one_inter_op_thread(default_threads):
     assert got["losses"] == pytest.approx(default_threads["losses"], rel=1e-9)
     assert got["w"] == pytest.approx(default_threads["w"], rel=1e-9)
     assert got["keras"] == pytest.approx(default_threads["keras"], rel=1e-4)
+
+
+needs_affinity = pytest.mark.skipif(not hasattr(os, "sched_setaffinity"),
+                                    reason="needs os.sched_setaffinity (Linux)")
+
+
+@needs_affinity
+def test_a_one_cpu_process_gets_a_second_inter_op_thread_and_trains_as_elsewhere():
+    """On one CPU TensorFlow's default inter-op pool has one thread, which the solve
+    inside the graph holds while its non-XLA dynamics wait for one: ``import tfode``
+    sets two. The steps are those of a process with all CPUs."""
+    pinned = _result(_process(SCRIPT_NO_XLA, 0, one_cpu=True))
+    free = _result(_process(SCRIPT_NO_XLA, 0))
+    assert pinned["inter_op"] == 2
+    assert pinned["losses"] == pytest.approx(free["losses"], rel=1e-9)
+    assert pinned["w"] == pytest.approx(free["w"], rel=1e-9)
+    assert pinned["losses"][-1] < pinned["losses"][0]
+
+
+def test_one_inter_op_thread_set_by_the_user_and_no_xla_is_a_clear_error_not_a_hang():
+    done = _process(SCRIPT_NO_XLA, 1)
+    assert done.returncode != 0
+    assert "ThreadPoolError" in done.stderr
+    assert "set_inter_op_parallelism_threads(2)" in done.stderr
+    assert "jit_compile=True" in done.stderr

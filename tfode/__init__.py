@@ -26,10 +26,14 @@ from tfode._compile import numpy_callbacks
 from tfode._event import odeint_event
 from tfode._odeint import methods, odeint
 from tfode._stats import SolveStats
+from tfode._threads import ThreadPoolError, ensure_two_inter_op_threads
+
+# A one-CPU process gets two inter-op threads (the solve inside a graph holds one).
+ensure_two_inter_op_threads()
 
 __all__ = ["Adjoint", "Backsolve", "Checkpointed", "Interpolating", "NestedSolveError",
-           "Quadrature", "SolveInfo", "SolveStats", "SolverError", "layers", "methods",
-           "numpy_callbacks", "odeint", "odeint_event", "flows", "latent"]
+           "Quadrature", "SolveInfo", "SolveStats", "SolverError", "ThreadPoolError", "layers",
+           "methods", "numpy_callbacks", "odeint", "odeint_event", "flows", "latent"]
 __version__ = "0.1.0"
 
 

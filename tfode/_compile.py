@@ -21,6 +21,7 @@ import tensorflow as tf
 import solvers_bridge as sb
 from solvers_bridge import SolverError
 from tfode import _tf_internals as _tfx
+from tfode._threads import check_callbacks_can_run
 
 _F64 = tf.float64
 _tracing = threading.local()
@@ -283,6 +284,7 @@ class Callbacks:
     def _numpy_callback(self, fn) -> Callable:
         """``fn(t, y_flat)`` traced once (float64 scalar and flat state) and wrapped as
         a NumPy callback."""
+        check_callbacks_can_run(False, "the Jacobian callback is never XLA-compiled")
         spec_t, spec_y = tf.TensorSpec([], _F64), tf.TensorSpec([self.n], _F64)
         with _tracing_for(self._integrator):
             cf = tf.function(fn).get_concrete_function(spec_t, spec_y)
@@ -377,6 +379,7 @@ class CompiledDynamics:
                     cb = Callbacks(self.func, self.dtype, key, self.variables, self.integrator,
                                    self.jit_compile, rediscover=self.rediscover)
                     self._callbacks[key] = cb
+        check_callbacks_can_run(cb.jit, cb.jit_reason)
         return cb
 
 

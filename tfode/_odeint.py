@@ -26,6 +26,7 @@ from tfode._adjoints import Adjoint, SolveSpec, as_adjoint
 from tfode._compile import compile_dynamics, tracing_integrators
 from tfode._fixed import FIXED_OPTIONS, TABLEAUX, fixed_odeint, steps_per_interval
 from tfode._stats import SolveStats, info_vector
+from tfode._threads import in_graph_op
 
 _F64 = tf.float64
 #: Options handled by tfode itself rather than by the bridge.
@@ -456,7 +457,12 @@ def _numpy_call(fn, inputs, dtypes, name):
     ``tf.numpy_function``; its outputs as tensors either way."""
     if tf.executing_eagerly():
         return [tf.constant(out) for out in fn(*[x.numpy() for x in inputs])]
-    return tf.numpy_function(fn, inputs, dtypes, stateful=True, name=name)
+
+    def in_op(*args):
+        with in_graph_op():
+            return fn(*args)
+
+    return tf.numpy_function(in_op, inputs, dtypes, stateful=True, name=name)
 
 
 def _as_float64(t) -> tf.Tensor:

@@ -1,0 +1,85 @@
+"""TensorFlow's inter-op thread pool and the solver's callbacks.
+
+In a graph (``tf.function``, ``model.fit``) the solve runs inside a
+``tf.numpy_function``, which holds one thread of TensorFlow's inter-op pool for the
+whole solve, and the callbacks call compiled TensorFlow functions from there. A
+function that XLA compiled runs in the calling thread; one that it did not compile
+waits for a free inter-op thread. With a one-thread pool (a process limited to one CPU,
+where TensorFlow's default is one thread, or ``set_inter_op_parallelism_threads(1)``)
+none is ever free and the solve would wait forever. So:
+
+- ``import tfode`` gives a one-CPU process two inter-op threads, where the user has
+  set none and TensorFlow has not started yet (one extra thread, idle but for the
+  nested calls);
+- a solve that would wait anyway (the pool was fixed at one thread and the dynamics run
+  without XLA) raises :class:`ThreadPoolError` at its start, naming both fixes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+
+import tensorflow as tf
+from tensorflow.python.eager import context as _context
+
+_op = threading.local()
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _started() -> bool:
+    return _context.context()._context_handle is not None
+
+
+def ensure_two_inter_op_threads() -> bool:
+    """Sets two inter-op threads where TensorFlow would start with one (one CPU, nothing
+    set by the user) and has not started yet; returns whether it did."""
+    if tf.config.threading.get_inter_op_parallelism_threads() != 0 or _cpus() != 1:
+        return False
+    if _started():
+        return False
+    tf.config.threading.set_inter_op_parallelism_threads(2)
+    return True
+
+
+def inter_op_threads() -> int:
+    """The inter-op pool's size: as set, else TensorFlow's default (one per CPU)."""
+    return tf.config.threading.get_inter_op_parallelism_threads() or _cpus()
+
+
+@contextlib.contextmanager
+def in_graph_op():
+    """Marks this thread as running a solve inside a ``tf.numpy_function``."""
+    _op.active = True
+    try:
+        yield
+    finally:
+        _op.active = False
+
+
+class ThreadPoolError(RuntimeError):
+    """A solve inside a graph that would wait forever for TensorFlow's only inter-op
+    thread (see the module docstring)."""
+
+
+def check_callbacks_can_run(jit: bool, jit_reason: str | None) -> None:
+    """Raises :class:`ThreadPoolError` where these callbacks, called from inside a
+    ``tf.numpy_function``, would wait for the inter-op thread that the op itself holds."""
+    if jit or not getattr(_op, "active", False) or inter_op_threads() != 1:
+        return
+    why = f" ({jit_reason})" if jit_reason else ""
+    raise ThreadPoolError(
+        "TensorFlow's inter-op thread pool has one thread, and the solve inside this "
+        "tf.function holds it while its dynamics, which run without XLA"
+        f"{why}, would wait for it: the solve would never finish. Fix it in one of two "
+        "ways: call tf.config.threading.set_inter_op_parallelism_threads(2) (or more) "
+        "at the start of the program, before any TensorFlow op runs; or pass "
+        "jit_compile=True so that XLA compiles the dynamics (they then run in the "
+        "solver's own thread).")
