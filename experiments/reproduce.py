@@ -173,15 +173,15 @@ def _latent(d: dict) -> list[str]:
                   "paper's adjoint where a seed has it, else the fast path):", "",
                   markdown_table(d["headline"], ["n", "noise", "iterations", "rmse", "paper",
                                                  "methods"])]
-        trained = sum(r.get("train_s", 0.0) for r in d.get("runs", []))
-        lines += ["", f"Training time of these {len(d.get('runs', []))} models: "
-                  f"{trained / 60:.1f} min."]
-        runs = [r for r in d.get("runs", []) if r.get("nfe_forward") is not None]
-        if runs:
-            lines += ["", "Latent ODE solver statistics (mean over the last 10% of "
-                      "iterations):", "",
-                      markdown_table(runs, ["noise", "n", "iterations", "batch", "method", "tol",
-                                            "nfe_forward", "nfe_backward", "train_s"])]
+    trained = sum(r.get("train_s", 0.0) for r in d.get("runs", []))
+    lines += ["", f"Training time of these {len(d.get('runs', []))} models: "
+              f"{trained / 60:.1f} min."]
+    runs = [r for r in d.get("runs", []) if r.get("nfe_forward") is not None]
+    if runs:
+        lines += ["", "Latent ODE solver statistics (mean over the last 10% of "
+                  "iterations):", "",
+                  markdown_table(runs, ["noise", "n", "iterations", "batch", "method", "tol",
+                                        "nfe_forward", "nfe_backward", "train_s"])]
     p = d.get("poisson")
     if p:
         ll = p["test_loglik_per_event"]

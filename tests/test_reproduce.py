@@ -19,6 +19,9 @@ def test_smoke_run_writes_a_report_with_tables_paper_numbers_and_live_links(tmp_
     assert re.search(
         r"\| Latent ODE \| odeint 0\.0001 \(adjoint\) \| 0\.3 \| \d+ \| \d+\.\d{4} \|", report)
     assert "test log-likelihood per event" in report
+    # A run without seed headlines still reports its training time and solver statistics.
+    assert re.search(r"Training time of these \d+ models: ", report)
+    assert "Latent ODE solver statistics" in report
     # Experiments not run are named as such; every figure link points at a file.
     assert "Not run (no `mnist/results.json`)" in report
     links = re.findall(r"\]\(([^)]+\.png)\)", report)
