@@ -143,3 +143,15 @@ def test_one_inter_op_thread_set_by_the_user_and_no_xla_is_a_clear_error_not_a_h
     assert "ThreadPoolError" in done.stderr
     assert "set_inter_op_parallelism_threads(2)" in done.stderr
     assert "jit_compile=True" in done.stderr
+
+
+def test_tf_started_sees_the_runtime_start():
+    """The private interface behind the one-CPU setting: in this process TensorFlow has
+    run ops, so it has started (a fresh process that has not is covered above, where
+    ``import tfode`` could still set two threads)."""
+    import tensorflow as tf
+
+    from tfode._tf_internals import tf_started
+
+    tf.constant(1.0) + 1.0
+    assert tf_started()

@@ -13,12 +13,18 @@ import sys
 import warnings
 from collections.abc import Callable
 
+from tensorflow.python.eager import context as _context
 from tensorflow.python.eager import record as _record
 from tensorflow.python.framework.ops import EagerTensor as _EagerTensor
 from tensorflow.python.saved_model import save_context as _save_context
 
 TF_CHECKED = "2.21"
 KERAS_CHECKED = "3.15"
+
+
+def tf_started() -> bool:
+    """Whether TensorFlow's runtime has started (thread settings are fixed from then on)."""
+    return _context.context()._context_handle is not None
 
 
 def stop_recording():

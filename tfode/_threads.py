@@ -22,7 +22,8 @@ import os
 import threading
 
 import tensorflow as tf
-from tensorflow.python.eager import context as _context
+
+from tfode._tf_internals import tf_started
 
 _op = threading.local()
 
@@ -34,16 +35,12 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _started() -> bool:
-    return _context.context()._context_handle is not None
-
-
 def ensure_two_inter_op_threads() -> bool:
     """Sets two inter-op threads where TensorFlow would start with one (one CPU, nothing
     set by the user) and has not started yet; returns whether it did."""
     if tf.config.threading.get_inter_op_parallelism_threads() != 0 or _cpus() != 1:
         return False
-    if _started():
+    if tf_started():
         return False
     tf.config.threading.set_inter_op_parallelism_threads(2)
     return True
