@@ -83,10 +83,13 @@ def _one_cpu():
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
 
-def _process(script: str, *argv, one_cpu: bool = False) -> subprocess.CompletedProcess:
+def _process(script: str, *argv, one_cpu: bool = False,
+             env_threads: str | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
     for name in ("TF_NUM_INTEROP_THREADS", "TF_NUM_INTRAOP_THREADS"):
         env.pop(name, None)
+    if env_threads is not None:
+        env["TF_NUM_INTEROP_THREADS"] = env_threads
     try:
         return subprocess.run([sys.executable, "-c", script, *map(str, argv)], cwd=ROOT,
                               env=env, capture_output=True, text=True, timeout=240,
@@ -137,8 +140,12 @@ def test_a_one_cpu_process_gets_a_second_inter_op_thread_and_trains_as_elsewhere
     assert pinned["losses"][-1] < pinned["losses"][0]
 
 
-def test_one_inter_op_thread_set_by_the_user_and_no_xla_is_a_clear_error_not_a_hang():
-    done = _process(SCRIPT_NO_XLA, 1)
+@pytest.mark.parametrize("how", ["config", "environment"])
+def test_one_inter_op_thread_set_by_the_user_and_no_xla_is_a_clear_error_not_a_hang(how):
+    if how == "config":
+        done = _process(SCRIPT_NO_XLA, 1)
+    else:
+        done = _process(SCRIPT_NO_XLA, 0, env_threads="1")
     assert done.returncode != 0
     assert "ThreadPoolError" in done.stderr
     assert "set_inter_op_parallelism_threads(2)" in done.stderr

@@ -5,7 +5,8 @@ In a graph (``tf.function``, ``model.fit``) the solve runs inside a
 whole solve, and the callbacks call compiled TensorFlow functions from there. A
 function that XLA compiled runs in the calling thread; one that it did not compile
 waits for a free inter-op thread. With a one-thread pool (a process limited to one CPU,
-where TensorFlow's default is one thread, or ``set_inter_op_parallelism_threads(1)``)
+where TensorFlow's default is one thread, ``set_inter_op_parallelism_threads(1)`` or
+``TF_NUM_INTEROP_THREADS=1``)
 none is ever free and the solve would wait forever. So:
 
 - ``import tfode`` gives a one-CPU process two inter-op threads, where the user has
@@ -35,10 +36,20 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
+def _env_threads() -> int:
+    """``TF_NUM_INTEROP_THREADS``, which TensorFlow reads when the config sets none."""
+    try:
+        return max(0, int(os.environ.get("TF_NUM_INTEROP_THREADS", "0")))
+    except ValueError:
+        return 0
+
+
 def ensure_two_inter_op_threads() -> bool:
     """Sets two inter-op threads where TensorFlow would start with one (one CPU, nothing
-    set by the user) and has not started yet; returns whether it did."""
-    if tf.config.threading.get_inter_op_parallelism_threads() != 0 or _cpus() != 1:
+    set by the user in the config or ``TF_NUM_INTEROP_THREADS``) and has not started
+    yet; returns whether it did."""
+    if (tf.config.threading.get_inter_op_parallelism_threads() != 0 or _env_threads()
+            or _cpus() != 1):
         return False
     if tf_started():
         return False
@@ -47,8 +58,10 @@ def ensure_two_inter_op_threads() -> bool:
 
 
 def inter_op_threads() -> int:
-    """The inter-op pool's size: as set, else TensorFlow's default (one per CPU)."""
-    return tf.config.threading.get_inter_op_parallelism_threads() or _cpus()
+    """The inter-op pool's size: as set in the config, else by ``TF_NUM_INTEROP_THREADS``,
+    else TensorFlow's default (one per CPU)."""
+    return (tf.config.threading.get_inter_op_parallelism_threads() or _env_threads()
+            or _cpus())
 
 
 @contextlib.contextmanager
@@ -77,6 +90,7 @@ def check_callbacks_can_run(jit: bool, jit_reason: str | None) -> None:
         "tf.function holds it while its dynamics, which run without XLA"
         f"{why}, would wait for it: the solve would never finish. Fix it in one of two "
         "ways: call tf.config.threading.set_inter_op_parallelism_threads(2) (or more) "
-        "at the start of the program, before any TensorFlow op runs; or pass "
+        "at the start of the program, before any TensorFlow op runs (or set "
+        "TF_NUM_INTEROP_THREADS=2); or pass "
         "jit_compile=True so that XLA compiles the dynamics (they then run in the "
         "solver's own thread).")
