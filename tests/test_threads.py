@@ -162,3 +162,29 @@ def test_tf_started_sees_the_runtime_start():
 
     tf.constant(1.0) + 1.0
     assert tf_started()
+
+
+def test_the_jacobian_callback_with_one_inter_op_thread_is_a_clear_error_not_a_hang():
+    """XLA never compiles the Jacobian callback, so even XLA dynamics cannot help it."""
+    script = textwrap.dedent("""
+        import tensorflow as tf
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        import tfode
+        w = tf.Variable([[-50.0, 1.0], [-1.0, -0.5]], dtype=tf.float64)
+        y0 = tf.constant([[1.0, 0.0]], tf.float64)
+
+        @tf.function
+        def step():
+            with tf.GradientTape() as tape:
+                ys = tfode.odeint(lambda t, y: y @ w, y0, tf.constant([0.0, 1.0], tf.float64),
+                                  method="bdf", options={"jacobian": "autodiff"},
+                                  jit_compile=True)
+                loss = tf.reduce_sum(ys ** 2)
+            return tape.gradient(loss, w)
+
+        step()
+    """)
+    done = _process(script)
+    assert done.returncode != 0
+    assert "ThreadPoolError" in done.stderr and "Jacobian callbacks" in done.stderr
+    assert "jit_compile=True so that" not in done.stderr

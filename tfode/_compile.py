@@ -284,7 +284,7 @@ class Callbacks:
     def _numpy_callback(self, fn) -> Callable:
         """``fn(t, y_flat)`` traced once (float64 scalar and flat state) and wrapped as
         a NumPy callback."""
-        check_callbacks_can_run(False, "the Jacobian callback is never XLA-compiled")
+        check_callbacks_can_run(False, None, what="Jacobian callbacks")
         spec_t, spec_y = tf.TensorSpec([], _F64), tf.TensorSpec([self.n], _F64)
         with _tracing_for(self._integrator):
             cf = tf.function(fn).get_concrete_function(spec_t, spec_y)

@@ -79,18 +79,23 @@ class ThreadPoolError(RuntimeError):
     thread (see the module docstring)."""
 
 
-def check_callbacks_can_run(jit: bool, jit_reason: str | None) -> None:
-    """Raises :class:`ThreadPoolError` where these callbacks, called from inside a
-    ``tf.numpy_function``, would wait for the inter-op thread that the op itself holds."""
+def check_callbacks_can_run(jit: bool, jit_reason: str | None, what: str = "dynamics") -> None:
+    """Raises :class:`ThreadPoolError` where these callbacks (``what``: the dynamics, or
+    the Jacobian, which XLA never compiles), called from inside a ``tf.numpy_function``,
+    would wait for the inter-op thread that the op itself holds."""
     if jit or not getattr(_op, "active", False) or inter_op_threads() != 1:
         return
     why = f" ({jit_reason})" if jit_reason else ""
+    threads = ("call tf.config.threading.set_inter_op_parallelism_threads(2) (or more) at "
+               "the start of the program, before any TensorFlow op runs (or set "
+               "TF_NUM_INTEROP_THREADS=2)")
+    if what == "dynamics":
+        fix = (f"Fix it in one of two ways: {threads}; or pass jit_compile=True so that XLA "
+               "compiles the dynamics (they then run in the solver's own thread).")
+    else:
+        fix = (f"Fix it: {threads}; or run the solve eagerly, or without "
+               "options={'jacobian': ...}.")
     raise ThreadPoolError(
         "TensorFlow's inter-op thread pool has one thread, and the solve inside this "
-        "tf.function holds it while its dynamics, which run without XLA"
-        f"{why}, would wait for it: the solve would never finish. Fix it in one of two "
-        "ways: call tf.config.threading.set_inter_op_parallelism_threads(2) (or more) "
-        "at the start of the program, before any TensorFlow op runs (or set "
-        "TF_NUM_INTEROP_THREADS=2); or pass "
-        "jit_compile=True so that XLA compiles the dynamics (they then run in the "
-        "solver's own thread).")
+        f"tf.function holds it while its {what}, which run without XLA{why}, would wait "
+        f"for it: the solve would never finish. {fix}")
