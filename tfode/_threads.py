@@ -6,8 +6,7 @@ whole solve, and the callbacks call compiled TensorFlow functions from there. A
 function that XLA compiled runs in the calling thread; one that it did not compile
 waits for a free inter-op thread. With a one-thread pool (a process limited to one CPU,
 where TensorFlow's default is one thread, ``set_inter_op_parallelism_threads(1)`` or
-``TF_NUM_INTEROP_THREADS=1``)
-none is ever free and the solve would wait forever. So:
+``TF_NUM_INTEROP_THREADS=1``) none is ever free and the solve would wait forever. So:
 
 - ``import tfode`` gives a one-CPU process two inter-op threads, where the user has
   set none and TensorFlow has not started yet (one extra thread, idle but for the
@@ -67,16 +66,19 @@ def inter_op_threads() -> int:
 @contextlib.contextmanager
 def in_graph_op():
     """Marks this thread as running a solve inside a ``tf.numpy_function``."""
+    before = getattr(_op, "active", False)
     _op.active = True
     try:
         yield
     finally:
-        _op.active = False
+        _op.active = before
 
 
 class ThreadPoolError(RuntimeError):
-    """A solve inside a graph that would wait forever for TensorFlow's only inter-op
-    thread (see the module docstring)."""
+    """A solve inside a graph (``tf.function``, ``model.fit``) that would wait forever:
+    TensorFlow's inter-op pool has one thread, the solve's ``tf.numpy_function`` holds
+    it, and callbacks that XLA did not compile need another. Raised at the solve's start;
+    the message names the fixes (two inter-op threads, or ``jit_compile=True``)."""
 
 
 def check_callbacks_can_run(jit: bool, jit_reason: str | None, what: str = "dynamics") -> None:
