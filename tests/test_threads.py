@@ -15,7 +15,9 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-SCRIPT = textwrap.dedent("""
+# The thread settings from argv (intra-op, inter-op; 0 leaves TensorFlow's default), then
+# one linear problem, before each script's training.
+PROLOGUE = textwrap.dedent("""
     import json, sys
     import tensorflow as tf
     intra, inter = int(sys.argv[1]), int(sys.argv[2])
@@ -28,18 +30,20 @@ SCRIPT = textwrap.dedent("""
     import tfode
     from experiments._common import fit
 
-    # A gradient of odeint inside tf.function (the experiments' training loop).
     keras.utils.set_random_seed(0)
     w = tf.Variable([[-0.5, 1.0], [-1.0, -0.5]], dtype=tf.float64)
     y0 = tf.constant([[1.0, 0.0], [0.5, 0.5]], tf.float64)
     t = tf.constant([0.0, 0.5, 1.0], tf.float64)
+""")
 
+# A gradient of odeint inside tf.function (the experiments' training loop), then Keras
+# model.fit through an ODEBlock (the adjoint inside Keras's train function).
+SCRIPT = PROLOGUE + textwrap.dedent("""
     def loss_fn(_):
         ys = tfode.odeint(lambda t, y: y @ w, y0, t, method="odeint", rtol=1e-9, atol=1e-9)
         return tf.reduce_sum(ys ** 2)
 
     history = fit(loss_fn, [w], keras.optimizers.SGD(0.01), 3, "threads")
-    # Keras model.fit through an ODEBlock (the adjoint inside Keras's train function).
     block = tfode.layers.ODEBlock(tfode.layers.ConcatMLP((8,)), method="adams", rtol=1e-6,
                                   atol=1e-6)
     model = keras.Sequential([keras.Input((3,)), block, keras.layers.Dense(1)])
@@ -53,21 +57,7 @@ SCRIPT = textwrap.dedent("""
 
 # Dynamics that run without XLA (as the CNF's do): called from inside the solve's
 # tf.numpy_function, they need a second inter-op thread.
-SCRIPT_NO_XLA = textwrap.dedent("""
-    import json, sys
-    import tensorflow as tf
-    inter = int(sys.argv[1])
-    if inter:
-        tf.config.threading.set_inter_op_parallelism_threads(inter)
-    import keras
-    import tfode
-    from experiments._common import fit
-
-    keras.utils.set_random_seed(0)
-    w = tf.Variable([[-0.5, 1.0], [-1.0, -0.5]], dtype=tf.float64)
-    y0 = tf.constant([[1.0, 0.0], [0.5, 0.5]], tf.float64)
-    t = tf.constant([0.0, 0.5, 1.0], tf.float64)
-
+SCRIPT_NO_XLA = PROLOGUE + textwrap.dedent("""
     def loss_fn(_):
         ys = tfode.odeint(lambda t, y: tf.tanh(y @ w), y0, t, method="adams", rtol=1e-8,
                           atol=1e-8, jit_compile=False)
@@ -132,8 +122,8 @@ def test_a_one_cpu_process_gets_a_second_inter_op_thread_and_trains_as_elsewhere
     """On one CPU TensorFlow's default inter-op pool has one thread, which the solve
     inside the graph holds while its non-XLA dynamics wait for one: ``import tfode``
     sets two. The steps are those of a process with all CPUs."""
-    pinned = _result(_process(SCRIPT_NO_XLA, 0, one_cpu=True))
-    free = _result(_process(SCRIPT_NO_XLA, 0))
+    pinned = _result(_process(SCRIPT_NO_XLA, 0, 0, one_cpu=True))
+    free = _result(_process(SCRIPT_NO_XLA, 0, 0))
     assert pinned["inter_op"] == 2
     assert pinned["losses"] == pytest.approx(free["losses"], rel=1e-9)
     assert pinned["w"] == pytest.approx(free["w"], rel=1e-9)
@@ -143,9 +133,9 @@ def test_a_one_cpu_process_gets_a_second_inter_op_thread_and_trains_as_elsewhere
 @pytest.mark.parametrize("how", ["config", "environment"])
 def test_one_inter_op_thread_set_by_the_user_and_no_xla_is_a_clear_error_not_a_hang(how):
     if how == "config":
-        done = _process(SCRIPT_NO_XLA, 1)
+        done = _process(SCRIPT_NO_XLA, 0, 1)
     else:
-        done = _process(SCRIPT_NO_XLA, 0, env_threads="1")
+        done = _process(SCRIPT_NO_XLA, 0, 0, env_threads="1")
     assert done.returncode != 0
     assert "ThreadPoolError" in done.stderr
     assert "set_inter_op_parallelism_threads(2)" in done.stderr
