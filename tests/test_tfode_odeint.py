@@ -525,3 +525,18 @@ def test_lsoda_work_arrays_pooled_across_tensorflow_callback_threads(monkeypatch
     monkeypatch.undo()
     assert made, "the solves allocated no pooled work arrays at all"
     assert len(made) == len(set(made)), made
+
+
+def test_float64_converter_builds_what_tf_constant_builds():
+    """The callbacks' conversion (TensorFlow's eager-tensor constructor, called
+    directly) gives the tensor ``tf.constant`` gives, for arrays and numbers alike;
+    a release that moves the constructor makes it fall back, and fails here first."""
+    from tfode._tf_internals import float64_converter
+
+    convert = float64_converter()
+    assert convert.__name__ == "convert", "the public fallback is in use"
+    rng = np.random.default_rng(0)
+    for value in (0.25, rng.standard_normal(7), rng.standard_normal(3200)[::1]):
+        got, want = convert(value), tf.constant(value, tf.float64)
+        assert got.dtype == tf.float64 and got.device == want.device
+        np.testing.assert_array_equal(got.numpy(), want.numpy())

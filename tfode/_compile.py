@@ -237,13 +237,13 @@ class Callbacks:
                 f_cf, vjp_cf = xla
                 self.jit = True
         f_call, vjp_call = _tfx.flat_caller(f_cf), _tfx.flat_caller(vjp_cf)
-        const = tf.constant
+        const = _tfx.float64_converter()  # the bridge's arrays are fresh copies
 
         def fun(t, y):
-            return f_call(const(t, _F64), const(y)).numpy()
+            return f_call(const(t), const(y)).numpy()
 
         def vjp(t, y, a):
-            return vjp_call(const(t, _F64), const(y), const(a)).numpy()
+            return vjp_call(const(t), const(y), const(a)).numpy()
 
         self.fun, self.vjp = fun, vjp
 
@@ -288,8 +288,8 @@ class Callbacks:
         spec_t, spec_y = tf.TensorSpec([], _F64), tf.TensorSpec([self.n], _F64)
         with _tracing_for(self._integrator):
             cf = tf.function(fn).get_concrete_function(spec_t, spec_y)
-        call = _tfx.flat_caller(cf)
-        return lambda t, y: call(tf.constant(t, _F64), tf.constant(y)).numpy()
+        call, const = _tfx.flat_caller(cf), _tfx.float64_converter()
+        return lambda t, y: call(const(t), const(y)).numpy()
 
     @property
     def jac(self) -> Callable:
