@@ -7,7 +7,7 @@ reparameterisation noise, with the ELBO gradient of each against a tight referen
 Prints a table and writes JSON with the machine and thread settings; the torch rows
 need the ``compare`` extra and are left out without it.
 
-    python -m experiments.bench_latent --batch 100 --tols 1e-5,1.49012e-8
+    python -m experiments.bench_latent --batch 100 --tols 1e-5,1.49012e-8 --forward adams
 """
 
 from __future__ import annotations
@@ -159,10 +159,14 @@ def main(argv=None):
     parser.add_argument("--backward", type=lambda v: [m for m in v.split(",") if m],
                         default=[], help="also time the adjoint with these backward methods "
                                          "(comma list; the default rule's row is always there)")
+    parser.add_argument("--forward", type=lambda v: [m for m in v.split(",") if m],
+                        default=[], help="also time the adjoint after these SciPy forward "
+                                         "methods (comma list, e.g. adams; odeint, the "
+                                         "paper's, is always there)")
     parser.add_argument("--no-torch", action="store_true",
                         help="leave out torchdiffeq's rows")
     args = parser.parse_args(argv)
-    kinds = list(METHODS)
+    kinds = list(METHODS) + [m for m in args.forward if m not in METHODS]
     if not args.no_torch:
         try:
             import torch
@@ -173,7 +177,7 @@ def main(argv=None):
         else:
             kinds += TORCH
     if args.threads == "one":
-        (single_thread_all if len(kinds) > len(METHODS) else single_thread_tf)()
+        (single_thread_all if set(TORCH) & set(kinds) else single_thread_tf)()
     x, t = _data(args.batch, args.n_obs, args.seed)
     reference = measure("odeint", 1e-11, x, t, 0)["grad"]
     rows = []
@@ -183,12 +187,13 @@ def main(argv=None):
             run = measure_torch if kind in TORCH else measure
             row = run(kind, tol, x, t, args.repeats, reference)
             row.pop("grad")
-            row["implementation"] = IMPLEMENTATION[kind]
+            row["implementation"] = IMPLEMENTATION.get(kind, f"tfode {kind} (SciPy, adjoint)")
             rows.append(row)
             block[kind] = row
             extra = []
-            if kind == "odeint":
+            if kind not in TORCH and kind != "tf_dopri5":
                 row["implementation"] += f", backward {row['backward']} (default)"
+            if kind == "odeint":
                 for backward in args.backward:
                     extra.append(measure(kind, tol, x, t, args.repeats, reference, backward))
                     extra[-1].pop("grad")
@@ -202,7 +207,7 @@ def main(argv=None):
         block["tf_dopri5"]["speedup_vs_adjoint"] = (block["odeint"]["step_s"]
                                                     / block["tf_dopri5"]["step_s"])
         if "torchdiffeq_adjoint" in block:
-            for kind in METHODS:  # each tfode path against its torchdiffeq counterpart
+            for kind in (k for k in kinds if k not in TORCH):  # each tfode path against torchdiffeq
                 block[kind]["vs_torch_adjoint"] = (block[kind]["step_s"]
                                                    / block["torchdiffeq_adjoint"]["step_s"])
                 block[kind]["vs_torch_backprop"] = (block[kind]["step_s"]
@@ -213,7 +218,7 @@ def main(argv=None):
     print(table)
     threads = {"tensorflow": "one intra-op, one inter-op" if args.threads == "one" else
                "TensorFlow's defaults"}
-    if len(kinds) > len(METHODS):
+    if set(TORCH) & set(kinds):
         threads["torch"] = f"{torch.get_num_threads()} intra-op"
     name = f"latent_b4_batch{args.batch}_{args.threads}_threads.json"
     path = write_json(os.path.join(args.out, name),
