@@ -71,20 +71,54 @@ def test_reverse_time_and_the_error_tracks_the_tolerance(method):
 
 @pytest.mark.parametrize("method", PAIRS)
 def test_xla_compiled_solve_and_gradient_agree_with_eager(method):
+    """Under jit_compile=True the solve and (with a step budget given) its gradient are
+    the eager ones; a gradient with the default budget, which XLA would preallocate
+    stacks for, is refused with the fix, while the forward solve alone needs none."""
     problem = BY_NAME["riccati"]
     p, func = tf_problem(problem)
     y0, t = tf.constant(problem.y0, F64), tf.constant([0.0, 0.5, 1.0], F64)
 
-    def run():
+    def run(options):
         with tf.GradientTape() as tape:
-            ys = tfode.odeint(func, y0, t, method=method, rtol=1e-8, atol=1e-10)
+            ys = tfode.odeint(func, y0, t, method=method, rtol=1e-8, atol=1e-10,
+                              options=options)
             loss = tf.reduce_sum(ys ** 2)
         return ys, tape.gradient(loss, p)
 
-    ys, g = run()
-    ys_x, g_x = tf.function(run, jit_compile=True)()
+    ys, g = run({})
+    ys_x, g_x = tf.function(lambda: run({"max_steps": 400}), jit_compile=True)()
     np.testing.assert_allclose(ys_x.numpy(), ys.numpy(), rtol=1e-12)
     np.testing.assert_allclose(g_x.numpy(), g.numpy(), rtol=1e-10)
+    with pytest.raises(ValueError, match=r"needs options=\{'max_steps': N\}.*drop jit_compile"):
+        tf.function(lambda: run({}), jit_compile=True)()
+    forward = tf.function(lambda: tfode.odeint(func, y0, t, method=method, rtol=1e-8,
+                                               atol=1e-10), jit_compile=True)()
+    np.testing.assert_allclose(forward.numpy(), ys.numpy(), rtol=1e-12)
+
+
+def test_under_xla_the_step_budget_counts_every_step_of_the_solve():
+    """Under XLA max_steps bounds the whole solve (rejected steps included), not each
+    output interval: a budget that covers each interval but not their sum fails there,
+    and passes outside XLA."""
+    problem = BY_NAME["decay"]
+    _, func = tf_problem(problem)
+    y0, t = tf.constant(problem.y0, F64), tf.constant(np.linspace(0.0, 4.0, 9), F64)
+    opts = {"interpolate": False}
+    stats = tfode.SolveStats()
+    tfode.odeint(func, y0, t, method="tf_dopri5", rtol=1e-10, atol=1e-10, options=opts,
+                 stats=stats)
+    steps = stats.as_dict()["steps_forward"]
+    per_interval = -(-steps // (len(t) - 1)) + 3  # enough for the longest interval
+    assert per_interval < steps
+    opts["max_steps"] = per_interval
+    for jit in (False, True):
+        stats = tfode.SolveStats()
+        ys = tf.function(lambda s=stats: tfode.odeint(func, y0, t, method="tf_dopri5",
+                                                      rtol=1e-10, atol=1e-10, options=opts,
+                                                      stats=s),
+                         jit_compile=jit)()
+        failed = stats.as_dict()["status_forward"] == 1
+        assert failed == jit and np.isnan(ys.numpy()[-1]).all() == jit
 
 
 def test_statistics_count_every_evaluation_and_the_backward_pass_when_taken():
@@ -211,3 +245,15 @@ def test_eager_solves_trace_their_loop_once_and_let_the_dynamics_go():
     del func
     gc.collect()
     assert ref() is None  # the cache holds the dynamics weakly
+
+
+def test_xla_benchmark_gradients_match_the_plain_call(tmp_path):
+    """The XLA benchmark's rows: every step budget gives the plain call's gradient."""
+    from experiments import bench_xla
+
+    rows = bench_xla.main(["--batch", "4", "--dim", "3", "--hidden", "5", "--factors", "2",
+                           "--repeats", "2", "--out", str(tmp_path)])
+    assert [r["compile"] for r in rows] == ["tf.function", "jit_compile=True"]
+    assert rows[1]["max_steps"] >= 2 * rows[1]["steps"] > 0
+    assert rows[1]["max_grad_rel_diff"] < 1e-10 and rows[1]["median_s"] > 0
+    assert (tmp_path / "xla_default_threads.json").exists()

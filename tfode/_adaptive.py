@@ -9,7 +9,10 @@ pair's dense output (DOPRI5's fourth-order interpolant, as in torchdiffeq; a cub
 Hermite for Bogacki-Shampine): many close output times then cost no extra steps.
 With ``options={"interpolate": False}`` every output time is the end of a step (the
 step before it is shortened to land there), so the outputs are the method's own
-states. Error control as SciPy's and torchdiffeq's:
+states. Under XLA (``tf.function(jit_compile=True)``) ``max_steps`` bounds every step
+of the solve, rejected ones included, because XLA preallocates the backward pass's loop
+stacks for the largest count of steps the loop may take: a gradient there needs
+``max_steps`` given, near what the solve takes. Error control as SciPy's and torchdiffeq's:
 the root mean square of the local error estimate over ``atol + rtol * max(|y|,
 |y_new|)``, steps grown or shrunk by ``0.9 * err^(-1/(q+1))`` within [0.2, 10], the
 first step by Hairer's rule.
@@ -23,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from solvers_bridge import SolverError
+from tfode._tf_internals import in_xla_context
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,10 +93,14 @@ def _dense_output(pair: Pair, y, y_new, fy, f_new, ks, h):
 
 
 def adaptive_odeint(func, y0: tf.Tensor, t: tf.Tensor, method: str, rtol: float, atol: float,
-                    max_steps: int = DEFAULT_MAX_STEPS, first_step: float | None = None,
+                    max_steps: int | None = None, first_step: float | None = None,
                     max_step: float | None = None, interpolate: bool = True):
     """Integrates in-graph with an adaptive pair (outputs from the dense output, or,
     with ``interpolate=False``, at steps landing on them).
+
+    ``max_steps`` (default :data:`DEFAULT_MAX_STEPS`) bounds the steps of each output
+    interval; under XLA it bounds all steps, rejected ones included, and a gradient
+    needs it given (see :func:`_xla_gradient_guard`).
 
     Returns:
         ``(ys, stats, where)``: ``ys`` of shape ``[len(t), *y0.shape]`` (NaN at output times
@@ -103,6 +111,9 @@ def adaptive_odeint(func, y0: tf.Tensor, t: tf.Tensor, method: str, rtol: float,
         message of :func:`raise_if_failed`.
     """
     pair = PAIRS[method]
+    xla = in_xla_context()
+    guard = xla and max_steps is None
+    max_steps = DEFAULT_MAX_STEPS if max_steps is None else max_steps
     dtype = y0.dtype
     tt = tf.cast(t, dtype)
     n_t = tt.shape[0] if tt.shape[0] is not None else tf.shape(tt)[0]  # static if known
@@ -197,9 +208,11 @@ def adaptive_odeint(func, y0: tf.Tensor, t: tf.Tensor, method: str, rtol: float,
     zero = tf.constant(0, tf.int32)
     state = (tt[0], y0, f0, h, tf.constant(1, tf.int32), outputs, tf.constant(nfev0, tf.int32),
              zero, zero)
+    # Outside XLA the bound only stops a runaway loop (rejections included); under XLA
+    # it sizes the gradient's preallocated stacks, so it is the step budget itself.
+    bound = max_steps if xla else max_steps * 4 * tf.maximum(n_t - 1, 1)
     s, y, fy, h, i, outputs, nfev, accepted, here = tf.while_loop(
-        going, step, state,
-        maximum_iterations=max_steps * 4 * tf.maximum(n_t - 1, 1))  # rejections included
+        going, step, state, maximum_iterations=bound)
     reached = tf.reshape(tf.range(n_t) < i, tf.concat([[n_t], tf.ones([tf.rank(y0)], tf.int32)],
                                                       0))
     ys = tf.where(reached, outputs.stack(), tf.constant(np.nan, dtype))
@@ -207,8 +220,38 @@ def adaptive_odeint(func, y0: tf.Tensor, t: tf.Tensor, method: str, rtol: float,
     zero64 = tf.constant(0, tf.int64)
     stats = tf.stack([tf.cast(nfev, tf.int64), zero64, tf.cast(accepted, tf.int64), zero64,
                       status])
-    where = tf.stack([s, h, tt[tf.minimum(i, n_t - 1)], tf.cast(here >= max_steps, dtype)])
+    tries = (nfev - nfev0) // (stages - 1)  # steps taken, rejected ones included
+    budget = (here >= max_steps) | (tries >= bound)
+    where = tf.stack([s, h, tt[tf.minimum(i, n_t - 1)], tf.cast(budget, dtype)])
+    if guard:
+        ys = _xla_gradient_guard(method, y0, stages)(ys)
     return ys, stats, where
+
+
+def _xla_gradient_guard(method: str, y0: tf.Tensor, stages: int):
+    """An identity whose gradient, when it is built, refuses to differentiate an XLA
+    solve with the default step budget: XLA would preallocate the backward pass's loop
+    stacks for all :data:`DEFAULT_MAX_STEPS` steps (for a 128 x 64 state, 44 GiB
+    asked for; for a 128 x 2 one, 1.5 s per call against 5 ms without XLA)."""
+    floor = DEFAULT_MAX_STEPS * (stages + 2) * y0.shape.num_elements() * y0.dtype.size \
+        if y0.shape.is_fully_defined() else None
+
+    @tf.custom_gradient
+    def guarded(ys):
+        def grad(dy):
+            size = f"at least {floor / 2 ** 30:.2g} GiB for this state, " if floor else ""
+            raise ValueError(
+                f"Differentiating method={method!r} inside an XLA-compiled function "
+                "(jit_compile=True) needs options={'max_steps': N}: XLA preallocates the "
+                "backward pass's loop stacks for every step the loop may take, and the "
+                f"default budget of {DEFAULT_MAX_STEPS:,} steps costs {size}and time in "
+                "proportion on every call. Set N a little above the steps the solve takes "
+                "(rejected ones included; SolveStats reports the accepted ones), or drop "
+                "jit_compile: tf.function without XLA preallocates nothing.")
+
+        return tf.identity(ys), grad
+
+    return guarded
 
 
 def raise_if_failed(method: str, stats, where) -> None:

@@ -120,7 +120,9 @@ def odeint(func: Callable, y0, t, *, method: str = "lsoda", rtol=None, atol=None
             ``adams`` (VODE implicit Adams, the paper's), ``bdf``, ``odeint``,
             ``dopri5``, ``dop853``, ``radau``, ``rk45``, ``rk23``; an adaptive in-graph
             pair, backpropagated through its steps (fast, XLA-compilable, memory
-            growing with the steps): ``tf_dopri5``, ``tf_bosh3``; or a fixed-step
+            growing with the steps; a gradient under ``jit_compile=True`` needs
+            ``options={"max_steps": N}``, which XLA preallocates for):
+            ``tf_dopri5``, ``tf_bosh3``; or a fixed-step
             in-graph method: ``euler``, ``midpoint``, ``rk4``. One name is one
             integrator in the forward solve, every adjoint and events.
         rtol: Relative tolerance (SciPy methods); default 1e-7 for a float64 state,

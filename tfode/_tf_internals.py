@@ -16,6 +16,7 @@ from collections.abc import Callable
 from tensorflow.python.eager import context as _context
 from tensorflow.python.eager import record as _record
 from tensorflow.python.framework.ops import EagerTensor as _EagerTensor
+from tensorflow.python.ops import control_flow_util as _control_flow_util
 from tensorflow.python.saved_model import save_context as _save_context
 
 TF_CHECKED = "2.21"
@@ -36,6 +37,14 @@ def stop_recording():
 def should_record_backprop(tensors) -> bool:
     """Whether an active gradient tape watches any of the (eager) ``tensors``."""
     return _record.should_record_backprop(tensors)
+
+
+def in_xla_context() -> bool:
+    """Whether the graph being built (or one around it) is XLA-compiled, as inside
+    ``tf.function(jit_compile=True)``."""
+    import tensorflow as tf
+
+    return bool(_control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
 
 
 def is_eager_tensor(t) -> bool:
