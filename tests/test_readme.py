@@ -19,6 +19,7 @@ PRINTS = [
     r"^\[-?0\.0, -1\.47152\]$",                                            # stiff, banded
     r"^1\.64619\d+ 1\.64619\d+$",                                           # events
     r"\['loss', 'nfe_b', 'nfe_f'\]\n\(2, 1\)",                              # Keras
+    r"^1 \d+ \d+\n10 .*\n100 .*\n1000 2\d\d 1[0-4]\d$",                    # LSODA's norm
 ]
 
 
