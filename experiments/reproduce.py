@@ -289,8 +289,7 @@ def build_report(out: Path, runs: list[dict] | None = None) -> Path:
         if name in long_runs:
             mode = "long"
             ran = (f"Commands: `python -m experiments.{long_runs[name]} ... --resume --out "
-                   f"{folder.as_posix()}`, each part's in the notes above; the last part's "
-                   f"wall time {d.get('wall_s', float('nan')) / 60:.1f} min.")
+                   f"{folder.as_posix()}`, each part's in the notes above.")
         lines += [f"Mode: **{mode}**" + (MODE_NOTES.get(mode, "")), ""]
         notes = folder / "NOTES.md"  # what was reproduced, what was not, and why
         if notes.exists():

@@ -377,6 +377,9 @@ def test_headline_takes_the_papers_method_per_seed_and_the_fast_path_for_the_res
     assert got["methods"] == f"{adjoint}: seed 0; {fast}: seed 1, 2"
     assert got["paper"] == 0.1642
     assert latent_ode.headline(rows, 0.3, 2000) == []
+    (longest,) = latent_ode.headline(rows, 0.1)  # the longest constant-rate training
+    assert longest["iterations"] == 4000 and longest["seeds"] == [2]
+    assert latent_ode.headline(rows, 0.3) == []
 
 
 # -- the experiment --------------------------------------------------------------------
