@@ -59,6 +59,18 @@ def single_thread_tf() -> None:
         pass
 
 
+def add_threads_argument(parser) -> None:
+    """The benchmarks' ``--threads``: TensorFlow's defaults (as users run) or one
+    intra- and one inter-op thread."""
+    parser.add_argument("--threads", default="default", choices=["default", "one"],
+                        help="TensorFlow threads: its defaults, or one intra- and inter-op")
+
+
+def tf_threads_label(choice: str) -> str:
+    """How a ``--threads`` choice is recorded in a benchmark's JSON."""
+    return "one intra-op, one inter-op" if choice == "one" else "TensorFlow's defaults"
+
+
 def write_json(path: str | Path, payload: dict) -> Path:
     """Writes ``payload`` as indented JSON, creating the folder; atomically (a file
     beside it, then renamed), so a run killed while writing leaves the old file whole."""

@@ -23,11 +23,13 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from experiments._common import (  # noqa: E402
+    add_threads_argument,
     json_from_fresh_process,
     machine,
     markdown_table,
     script_parser,
     single_thread_tf,
+    tf_threads_label,
     write_json,
 )
 
@@ -116,8 +118,7 @@ def main(argv=None):
     parser.add_argument("--tol", type=float, default=1e-5, help="rtol = atol")
     parser.add_argument("--warmup", type=int, default=20, help="steps before the first reading")
     parser.add_argument("--steps", type=int, default=100, help="steps between the readings")
-    parser.add_argument("--threads", default="default", choices=["default", "one"],
-                        help="TensorFlow threads: its defaults, or one intra- and inter-op")
+    add_threads_argument(parser)
     parser.add_argument("--out", default="results/benchmarks", help="output folder")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -133,8 +134,7 @@ def main(argv=None):
                                   "growth_mib_per_step", "above_baseline_mib_per_step",
                                   "nfe_forward", "nfe_backward"])
     print(table)
-    threads = ("one intra-op, one inter-op" if args.threads == "one"
-               else "TensorFlow's defaults")
+    threads = tf_threads_label(args.threads)
     path = write_json(os.path.join(args.out, f"growth_{args.threads}_threads.json"),
                       {"benchmark": "memory growth per latent ODE training step",
                        "baseline": BASELINE, "thread_settings": {"tensorflow": threads},

@@ -20,11 +20,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from experiments._common import (  # noqa: E402
+    add_threads_argument,
     machine,
     markdown_table,
     script_parser,
     single_thread_all,
     single_thread_tf,
+    tf_threads_label,
     write_json,
 )
 
@@ -152,8 +154,7 @@ def main(argv=None):
     parser.add_argument("--n-obs", type=int, default=30, help="observations per sequence")
     parser.add_argument("--tols", default="1e-5,1.49012e-8", help="rtol = atol values")
     parser.add_argument("--repeats", type=int, default=3, help="timed iterations (best kept)")
-    parser.add_argument("--threads", default="default", choices=["default", "one"],
-                        help="TensorFlow threads: its defaults, or one intra- and inter-op")
+    add_threads_argument(parser)
     parser.add_argument("--seed", type=int, default=0, help="data seed")
     parser.add_argument("--out", default="results/benchmarks", help="output folder")
     parser.add_argument("--backward", type=lambda v: [m for m in v.split(",") if m],
@@ -216,8 +217,7 @@ def main(argv=None):
             "grad_rel_error", "speedup_vs_adjoint", "vs_torch_adjoint", "vs_torch_backprop"]
     table = markdown_table(rows, cols)
     print(table)
-    threads = {"tensorflow": "one intra-op, one inter-op" if args.threads == "one" else
-               "TensorFlow's defaults"}
+    threads = {"tensorflow": tf_threads_label(args.threads)}
     if set(TORCH) & set(kinds):
         threads["torch"] = f"{torch.get_num_threads()} intra-op"
     name = f"latent_b4_batch{args.batch}_{args.threads}_threads.json"

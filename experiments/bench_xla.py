@@ -21,10 +21,12 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from experiments._common import (  # noqa: E402
+    add_threads_argument,
     machine,
     markdown_table,
     script_parser,
     single_thread_tf,
+    tf_threads_label,
     write_json,
 )
 
@@ -104,8 +106,7 @@ def main(argv=None):
     parser.add_argument("--factors", default="1.5,4,16",
                         help="XLA step budgets, as multiples of the steps the solve takes")
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per row")
-    parser.add_argument("--threads", default="default", choices=["default", "one"],
-                        help="TensorFlow threads: its defaults, or one intra- and inter-op")
+    add_threads_argument(parser)
     parser.add_argument("--out", default="results/benchmarks", help="output folder")
     args = parser.parse_args(argv)
     if args.threads == "one":
@@ -115,8 +116,7 @@ def main(argv=None):
     table = markdown_table(rows, ["compile", "max_steps", "steps", "first_call_s", "median_s",
                                   "ratio", "max_grad_rel_diff"])
     print(table)
-    threads = ("one intra-op, one inter-op" if args.threads == "one"
-               else "TensorFlow's defaults")
+    threads = tf_threads_label(args.threads)
     path = write_json(os.path.join(args.out, f"xla_{args.threads}_threads.json"),
                       {"benchmark": "tf_dopri5 value and gradient under XLA",
                        "thread_settings": {"tensorflow": threads}, "machine": machine(),
