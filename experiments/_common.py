@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import platform
+import time
 from pathlib import Path
 
 
@@ -69,6 +70,23 @@ def add_threads_argument(parser) -> None:
 def tf_threads_label(choice: str) -> str:
     """How a ``--threads`` choice is recorded in a benchmark's JSON."""
     return "one intra-op, one inter-op" if choice == "one" else "TensorFlow's defaults"
+
+
+def per_call_ms(fn, repeats: int = 10) -> float:
+    """Milliseconds per call of ``fn()``: one warm-up call, then the mean of ``repeats``."""
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return 1e3 * (time.perf_counter() - start) / repeats
+
+
+def eval_bound_s(row: dict, cost: dict) -> float:
+    """A solve's evaluations priced at measured per-call costs (``cost``: ``f_ms`` and
+    ``vjp_ms``): forward NFE x f + backward NFE x VJP, the time it would take if the
+    solver and the framework cost nothing else."""
+    return 1e-3 * (row["nfe_forward"] * cost["f_ms"]
+                   + (row["nfe_backward"] or 0) * cost["vjp_ms"])
 
 
 def write_json(path: str | Path, payload: dict) -> Path:

@@ -133,15 +133,18 @@ def main(argv=None):
                            else _default_threads(torch))}
     start = time.perf_counter()
     if "b1" in parts:
-        agreement, cost = b1(args)
+        agreement, cost, evals = b1(args)
         summary["b1_agreement"], summary["b1_cost"] = agreement, cost
+        summary["b1_eval_costs"] = evals
         write_table(out / "b1_agreement", agreement,
                     ["implementation", "y0", "tol", "values", "grad_y0", "grad_params", "grad_t",
                      "nfe_forward", "nfe_backward"])
         write_table(out / "b1_cost", cost,
                     ["implementation", "y0", "tol", "forward_s", "backward_s", "total_s",
                      "nfe_forward", "nfe_backward", "grad_rel_error",
-                     "time_vs_torchdiffeq_adjoint"])
+                     "time_vs_torchdiffeq_adjoint", "eval_bound_s",
+                     "eval_bound_vs_torchdiffeq_adjoint"])
+        write_table(out / "b1_eval_costs", evals, ["side", "y0", "f_ms", "vjp_ms"])
     if "b2" in parts:
         print("-- B2 MNIST ODE block training step")
         summary["b2"], summary["b2_eval_costs"], summary["b2_weights"] = b2(args)

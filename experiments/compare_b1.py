@@ -9,6 +9,8 @@ import time
 
 import numpy as np
 
+from experiments._common import eval_bound_s, per_call_ms
+
 B1_TIMES = np.linspace(0.0, 25.0, 10)
 
 
@@ -175,6 +177,41 @@ class B1:
 
         return run
 
+    def eval_costs(self, repeats: int = 200) -> list[dict]:
+        """Milliseconds per dynamics evaluation and per vector-Jacobian product as each
+        solver sees them: tfode's compiled NumPy callbacks (the ones its adjoint
+        methods call), PyTorch's module and ``autograd.grad`` with respect to the
+        state and the parameters."""
+        import torch
+
+        import tfode
+        from experiments import torch_models as tm
+
+        model = self.keras
+        cb = tfode.numpy_callbacks(lambda s, y: model(y ** 3), self.mlp.shape, method="adams")
+        y = self.mlp.y0.ravel().copy()
+        a = np.ones_like(y)
+        rows = [{"side": f"tfode (XLA {'on' if cb.jit else 'off'})",
+                 "f_ms": per_call_ms(lambda: cb.fun(0.0, y), repeats),
+                 "vjp_ms": per_call_ms(lambda: cb.vjp(0.0, y, a), repeats)}]
+        func = tm.keras_to_torch(model, tm.SpiralMLP().double())
+        params = list(func.parameters())
+        x, w, t = torch.tensor(self.mlp.y0), torch.ones(self.mlp.shape, dtype=torch.float64), \
+            torch.tensor(0.0, dtype=torch.float64)
+
+        def forward():
+            with torch.no_grad():
+                func(t, x)
+
+        def vjp():
+            xx = x.detach().requires_grad_(True)
+            with torch.enable_grad():
+                torch.autograd.grad(func(t, xx), [xx, *params], w)
+
+        rows.append({"side": "PyTorch", "f_ms": per_call_ms(forward, repeats),
+                     "vjp_ms": per_call_ms(vjp, repeats)})
+        return rows
+
     def sides(self) -> dict:
         """Implementation label -> run(tol)."""
         return {"tfode adams (adjoint)": self.tfode("adams"),
@@ -188,17 +225,23 @@ class B1:
                 "torchdiffeq dopri5, odeint (backprop)": self.torch(adjoint=False)}
 
 
-def b1(args) -> tuple[list[dict], list[dict]]:
-    agreement, cost = [], []
+def b1(args) -> tuple[list[dict], list[dict], list[dict]]:
+    """B1's agreement rows, cost rows and per-evaluation costs, for each y0 law.
+
+    Each adjoint cost row also gets ``eval_bound_s``: its evaluations priced at the
+    measured per-evaluation costs, the time it would take if its solver and framework
+    cost nothing else (and that over torchdiffeq's ``odeint_adjoint`` total)."""
+    agreement, cost, evals = [], [], []
     for y0 in args.y0:
         print(f"-- B1 spiral MLP, y0 ~ {y0}")
         rows = b1_one(args, y0)
         agreement += rows[0]
         cost += rows[1]
-    return agreement, cost
+        evals += rows[2]
+    return agreement, cost, evals
 
 
-def b1_one(args, y0: str) -> tuple[list[dict], list[dict]]:
+def b1_one(args, y0: str) -> tuple[list[dict], list[dict], list[dict]]:
     problem = B1(y0)
     ref = problem.reference()
     sides = problem.sides()
@@ -212,26 +255,44 @@ def b1_one(args, y0: str) -> tuple[list[dict], list[dict]]:
                           "grad_t": _max_rel(r["t"], ref["t"]),
                           "nfe_forward": r["nfe_forward"], "nfe_backward": r["nfe_backward"]})
         print(f"  agreement {label}: grad_params {agreement[-1]['grad_params']:.2e}", flush=True)
+    costs = problem.eval_costs()
+    for c in costs:
+        print(f"  per evaluation, {c['side']}: f {1e3 * c['f_ms']:.0f} us, "
+              f"VJP {1e3 * c['vjp_ms']:.0f} us", flush=True)
     cost = []
     for tol in args.tols:
+        # Round robin: each repeat runs every side once, so that a slow spell of the
+        # machine falls on all of them alike.
+        runs = {label: [] for label in sides}
+        for _ in range(args.repeats):
+            for label, run in sides.items():
+                runs[label].append(run(tol))
         block = []
-        for label, run in sides.items():
-            runs = [run(tol) for _ in range(args.repeats)]
-            if runs[0]["forward_s"] is None:  # one call: only the total is timed
+        for label, rs in runs.items():
+            if rs[0]["forward_s"] is None:  # one call: only the total is timed
                 fwd = bwd = None
-                total = float(np.median([r["total_s"] for r in runs]))
+                total = float(np.median([r["total_s"] for r in rs]))
             else:
-                fwd = float(np.median([r["forward_s"] for r in runs]))
-                bwd = float(np.median([r["backward_s"] for r in runs]))
+                fwd = float(np.median([r["forward_s"] for r in rs]))
+                bwd = float(np.median([r["backward_s"] for r in rs]))
                 total = fwd + bwd
-            block.append({"implementation": label, "y0": y0, "tol": tol, "forward_s": fwd,
-                          "backward_s": bwd, "total_s": total,
-                          "nfe_forward": runs[-1]["nfe_forward"],
-                          "nfe_backward": runs[-1]["nfe_backward"],
-                          "grad_rel_error": _norm_rel(runs[-1]["params"], ref["params"])})
+            row = {"implementation": label, "y0": y0, "tol": tol, "forward_s": fwd,
+                   "backward_s": bwd, "total_s": total, "nfe_forward": rs[-1]["nfe_forward"],
+                   "nfe_backward": rs[-1]["nfe_backward"],
+                   "grad_rel_error": _norm_rel(rs[-1]["params"], ref["params"]),
+                   "eval_bound_s": None}
+            if label.startswith("tfode") and "adjoint" in label:
+                row["eval_bound_s"] = eval_bound_s(row, costs[0])
+            elif "odeint_adjoint" in label:
+                row["eval_bound_s"] = eval_bound_s(row, costs[1])
+            block.append(row)
             print(f"  cost {label} tol {tol:g}: {total:.3f} s", flush=True)
         base = next(r for r in block if "odeint_adjoint" in r["implementation"])
         for r in block:
             r["time_vs_torchdiffeq_adjoint"] = r["total_s"] / base["total_s"]
+            r["eval_bound_vs_torchdiffeq_adjoint"] = (
+                None if r["eval_bound_s"] is None else r["eval_bound_s"] / base["total_s"])
         cost += block
-    return agreement, cost
+    for c in costs:
+        c["y0"] = y0
+    return agreement, cost, costs

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from experiments._common import (
+    eval_bound_s,
+    per_call_ms,
     pyplot,
     save_figure,
 )
@@ -67,11 +69,7 @@ class B2:
         from experiments import torch_models as tm
 
         def per_call(fn):
-            fn()
-            start = time.perf_counter()
-            for _ in range(repeats):
-                fn()
-            return 1e3 * (time.perf_counter() - start) / repeats
+            return per_call_ms(fn, repeats)
 
         def dynamics(t, y):
             return self.func(t, y)
@@ -181,8 +179,7 @@ def b2(args) -> tuple[list[dict], list[dict], str]:
     for r in rows:
         r["time_vs_torchdiffeq_adjoint"] = r["step_s"] / base["step_s"]
         c = costs[0] if r["implementation"].startswith("tfode") else costs[1]
-        r["eval_bound_s"] = 1e-3 * (r["nfe_forward"] * c["f_ms"]
-                                    + (r["nfe_backward"] or 0) * c["vjp_ms"])
+        r["eval_bound_s"] = eval_bound_s(r, c)
     return rows, costs, problem.weights
 
 

@@ -201,11 +201,17 @@ def _compare(d: dict) -> list[str]:
                   markdown_table(d["b1_agreement"], ["implementation", "y0", "tol", "values",
                                                      "grad_y0", "grad_params", "grad_t"])]
     if d.get("b1_cost"):
-        lines += ["", "B1 cost (medians; gradient error against the reference):", "",
+        lines += ["", "B1 cost (medians; gradient error against the reference; "
+                  "eval_bound_s prices each adjoint's evaluations at the per-evaluation "
+                  "costs below):", "",
                   markdown_table(d["b1_cost"], ["implementation", "y0", "tol", "forward_s",
                                                 "backward_s", "nfe_forward", "nfe_backward",
                                                 "grad_rel_error",
-                                                "time_vs_torchdiffeq_adjoint"])]
+                                                "time_vs_torchdiffeq_adjoint",
+                                                "eval_bound_vs_torchdiffeq_adjoint"])]
+    if d.get("b1_eval_costs"):
+        lines += ["", "B1 per-evaluation costs (ms):", "",
+                  markdown_table(d["b1_eval_costs"], ["side", "y0", "f_ms", "vjp_ms"])]
     if d.get("b2"):
         lines += ["", "B2, one training step of the MNIST ODE block (batch 128, 1e-3; weights: "
                   f"{d.get('b2_weights', 'random')}); eval_bound_s prices each step's "

@@ -191,6 +191,15 @@ def test_compare_tiny_run_lands_in_the_report(tmp_path):
             "autograd odeint, adams (adjoint)"} <= labels
     base = next(r for r in summary["b1_cost"] if "odeint_adjoint" in r["implementation"])
     assert base["time_vs_torchdiffeq_adjoint"] == 1.0
+    # Each adjoint's evaluations priced at its side's measured per-call costs.
+    tf_cost, torch_cost = summary["b1_eval_costs"]
+    assert tf_cost["side"].startswith("tfode") and torch_cost["side"] == "PyTorch"
+    for r in summary["b1_cost"]:
+        c = {"tfode adams (adjoint)": tf_cost, "torchdiffeq dopri5, odeint_adjoint": torch_cost
+             }.get(r["implementation"])
+        if c is not None:
+            want = 1e-3 * (r["nfe_forward"] * c["f_ms"] + r["nfe_backward"] * c["vjp_ms"])
+            assert 0 < r["eval_bound_s"] == pytest.approx(want)
     report = reproduce.build_report(tmp_path).read_text()
     assert "B1 agreement" in report and "| tfode adams (adjoint) | uniform | 1e-06 |" in report
 
