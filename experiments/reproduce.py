@@ -201,14 +201,14 @@ def _compare(d: dict) -> list[str]:
                   markdown_table(d["b1_agreement"], ["implementation", "y0", "tol", "values",
                                                      "grad_y0", "grad_params", "grad_t"])]
     if d.get("b1_cost"):
-        lines += ["", "B1 cost (medians; gradient error against the reference; "
-                  "eval_bound_s prices each adjoint's evaluations at the per-evaluation "
-                  "costs below):", "",
-                  markdown_table(d["b1_cost"], ["implementation", "y0", "tol", "forward_s",
-                                                "backward_s", "nfe_forward", "nfe_backward",
-                                                "grad_rel_error",
-                                                "time_vs_torchdiffeq_adjoint",
-                                                "eval_bound_vs_torchdiffeq_adjoint"])]
+        priced = any(r.get("eval_bound_s") is not None for r in d["b1_cost"])
+        columns = ["implementation", "y0", "tol", "forward_s", "backward_s", "nfe_forward",
+                   "nfe_backward", "grad_rel_error", "time_vs_torchdiffeq_adjoint"]
+        lines += ["", "B1 cost (medians; gradient error against the reference"
+                  + ("; eval_bound_vs_torchdiffeq_adjoint prices each adjoint's evaluations "
+                     "at the per-evaluation costs below" if priced else "") + "):", "",
+                  markdown_table(d["b1_cost"], columns
+                                 + ["eval_bound_vs_torchdiffeq_adjoint"] * priced)]
     if d.get("b1_eval_costs"):
         lines += ["", "B1 per-evaluation costs (ms):", "",
                   markdown_table(d["b1_eval_costs"], ["side", "y0", "f_ms", "vjp_ms"])]
