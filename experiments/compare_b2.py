@@ -68,9 +68,6 @@ class B2:
         import tfode
         from experiments import torch_models as tm
 
-        def per_call(fn):
-            return per_call_ms(fn, repeats)
-
         def dynamics(t, y):
             return self.func(t, y)
 
@@ -78,8 +75,8 @@ class B2:
         cb = tfode.numpy_callbacks(dynamics, shape, tf.float32, method="adams")
         y, a = self.x.astype(np.float64).ravel(), self.w.astype(np.float64).ravel()
         rows = [{"side": f"tfode (XLA {'on' if cb.jit else 'off'})",
-                 "f_ms": per_call(lambda: cb.fun(0.0, y)),
-                 "vjp_ms": per_call(lambda: cb.vjp(0.0, y, a))}]
+                 "f_ms": per_call_ms(lambda: cb.fun(0.0, y), repeats),
+                 "vjp_ms": per_call_ms(lambda: cb.vjp(0.0, y, a), repeats)}]
         func = tm.keras_to_torch(self.func, tm.ConvODEFunc(self.channels))
         params = list(func.parameters())
         x = torch.tensor(self.x.transpose(0, 3, 1, 2).copy())
@@ -95,7 +92,8 @@ class B2:
             with torch.enable_grad():
                 torch.autograd.grad(func(t, xx), [xx, *params], w)
 
-        rows.append({"side": "PyTorch", "f_ms": per_call(forward), "vjp_ms": per_call(vjp)})
+        rows.append({"side": "PyTorch", "f_ms": per_call_ms(forward, repeats),
+                     "vjp_ms": per_call_ms(vjp, repeats)})
         return rows
 
     def tfode(self, method: str = "adams", t_end: float = 1.0, lr: float = 0.0):
