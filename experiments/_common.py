@@ -81,6 +81,32 @@ def per_call_ms(fn, repeats: int = 10) -> float:
     return 1e3 * (time.perf_counter() - start) / repeats
 
 
+def eval_cost_rows(cb, y, a, func, x, w, t, repeats: int) -> list[dict]:
+    """Milliseconds per dynamics evaluation and per vector-Jacobian product as each
+    solver sees them, tfode's first, PyTorch's second: tfode's compiled NumPy callbacks
+    ``cb`` at the flat float64 state ``y`` and cotangent ``a``; the PyTorch module
+    ``func`` at ``(t, x)`` with cotangent ``w``, by ``autograd.grad`` with respect to the
+    state and the parameters."""
+    import torch
+
+    params = list(func.parameters())
+
+    def forward():
+        with torch.no_grad():
+            func(t, x)
+
+    def vjp():
+        xx = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            torch.autograd.grad(func(t, xx), [xx, *params], w)
+
+    return [{"side": f"tfode (XLA {'on' if cb.jit else 'off'})",
+             "f_ms": per_call_ms(lambda: cb.fun(0.0, y), repeats),
+             "vjp_ms": per_call_ms(lambda: cb.vjp(0.0, y, a), repeats)},
+            {"side": "PyTorch", "f_ms": per_call_ms(forward, repeats),
+             "vjp_ms": per_call_ms(vjp, repeats)}]
+
+
 def eval_bound_s(row: dict, cost: dict) -> float:
     """A solve's evaluations priced at measured per-call costs (``cost``: ``f_ms`` and
     ``vjp_ms``): forward NFE x f + backward NFE x VJP, the time it would take if the

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from experiments._common import eval_bound_s, per_call_ms
+from experiments._common import eval_bound_s, eval_cost_rows
 
 B1_TIMES = np.linspace(0.0, 25.0, 10)
 
@@ -178,10 +178,9 @@ class B1:
         return run
 
     def eval_costs(self, repeats: int = 200) -> list[dict]:
-        """Milliseconds per dynamics evaluation and per vector-Jacobian product as each
-        solver sees them: tfode's compiled NumPy callbacks (the ones its adjoint
-        methods call), PyTorch's module and ``autograd.grad`` with respect to the
-        state and the parameters."""
+        """Per-call costs of an evaluation and a VJP on each side
+        (:func:`experiments._common.eval_cost_rows`); tfode's are the callbacks its
+        adjoint methods call."""
         import torch
 
         import tfode
@@ -190,27 +189,10 @@ class B1:
         model = self.keras
         cb = tfode.numpy_callbacks(lambda s, y: model(y ** 3), self.mlp.shape, method="adams")
         y = self.mlp.y0.ravel().copy()
-        a = np.ones_like(y)
-        rows = [{"side": f"tfode (XLA {'on' if cb.jit else 'off'})",
-                 "f_ms": per_call_ms(lambda: cb.fun(0.0, y), repeats),
-                 "vjp_ms": per_call_ms(lambda: cb.vjp(0.0, y, a), repeats)}]
         func = tm.keras_to_torch(model, tm.SpiralMLP().double())
-        params = list(func.parameters())
-        x, w, t = torch.tensor(self.mlp.y0), torch.ones(self.mlp.shape, dtype=torch.float64), \
-            torch.tensor(0.0, dtype=torch.float64)
-
-        def forward():
-            with torch.no_grad():
-                func(t, x)
-
-        def vjp():
-            xx = x.detach().requires_grad_(True)
-            with torch.enable_grad():
-                torch.autograd.grad(func(t, xx), [xx, *params], w)
-
-        rows.append({"side": "PyTorch", "f_ms": per_call_ms(forward, repeats),
-                     "vjp_ms": per_call_ms(vjp, repeats)})
-        return rows
+        return eval_cost_rows(cb, y, np.ones_like(y), func, torch.tensor(self.mlp.y0),
+                              torch.ones(self.mlp.shape, dtype=torch.float64),
+                              torch.tensor(0.0, dtype=torch.float64), repeats)
 
     def sides(self) -> dict:
         """Implementation label -> run(tol)."""

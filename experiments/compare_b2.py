@@ -12,7 +12,7 @@ import numpy as np
 
 from experiments._common import (
     eval_bound_s,
-    per_call_ms,
+    eval_cost_rows,
     pyplot,
     save_figure,
 )
@@ -59,9 +59,8 @@ class B2:
         self.weights = f"trained ({path}; MNIST {data.source} test images)"
 
     def eval_costs(self, repeats: int = 10) -> list[dict]:
-        """Milliseconds per dynamics evaluation and per vector-Jacobian product as each
-        solver sees them: tfode's compiled NumPy callbacks, PyTorch's module and
-        ``autograd.grad`` with respect to the state and the parameters."""
+        """Per-call costs of an evaluation and a VJP on each side
+        (:func:`experiments._common.eval_cost_rows`)."""
         import tensorflow as tf
         import torch
 
@@ -71,30 +70,13 @@ class B2:
         def dynamics(t, y):
             return self.func(t, y)
 
-        shape = self.x.shape
-        cb = tfode.numpy_callbacks(dynamics, shape, tf.float32, method="adams")
+        cb = tfode.numpy_callbacks(dynamics, self.x.shape, tf.float32, method="adams")
         y, a = self.x.astype(np.float64).ravel(), self.w.astype(np.float64).ravel()
-        rows = [{"side": f"tfode (XLA {'on' if cb.jit else 'off'})",
-                 "f_ms": per_call_ms(lambda: cb.fun(0.0, y), repeats),
-                 "vjp_ms": per_call_ms(lambda: cb.vjp(0.0, y, a), repeats)}]
         func = tm.keras_to_torch(self.func, tm.ConvODEFunc(self.channels))
-        params = list(func.parameters())
-        x = torch.tensor(self.x.transpose(0, 3, 1, 2).copy())
-        w = torch.tensor(self.w.transpose(0, 3, 1, 2).copy())
-        t = torch.tensor(0.0)
-
-        def forward():
-            with torch.no_grad():
-                func(t, x)
-
-        def vjp():
-            xx = x.detach().requires_grad_(True)
-            with torch.enable_grad():
-                torch.autograd.grad(func(t, xx), [xx, *params], w)
-
-        rows.append({"side": "PyTorch", "f_ms": per_call_ms(forward, repeats),
-                     "vjp_ms": per_call_ms(vjp, repeats)})
-        return rows
+        return eval_cost_rows(cb, y, a, func,
+                              torch.tensor(self.x.transpose(0, 3, 1, 2).copy()),
+                              torch.tensor(self.w.transpose(0, 3, 1, 2).copy()),
+                              torch.tensor(0.0), repeats)
 
     def tfode(self, method: str = "adams", t_end: float = 1.0, lr: float = 0.0):
         import keras
