@@ -121,6 +121,29 @@ def _mnist(d: dict) -> list[str]:
     return lines
 
 
+def _mnist_seeds(d: dict) -> list[str]:
+    """Table 1 over seeds, as ``experiments.mnist --seed-runs`` wrote it."""
+    data, order = d["data"], d["ordering"]
+    lines = [f"Table 1 over seeds {', '.join(map(str, order['seeds']))}, {d['epochs']} "
+             "epochs each (test error %, mean, standard deviation and the per-seed values; "
+             "the paper's beside them):", "",
+             markdown_table(d["rows"], ["model", "test_error_pct", "sd", "seeds", "per_seed",
+                                        "paper_error_pct"]), "",
+             "Differences of the test error (points, with the standard error over seeds):",
+             "", markdown_table(d["differences"], ["pair", "mean_points", "se",
+                                                   "paper_points"]), ""]
+    checks = {"odenet_within_half_point_of_resnet":
+              "the ODE-Net within half a point of the ResNet (on the means)",
+              "mlp_worst": "the MLP worst (on the means)"}
+    lines += ["The paper's ordering: " + "; ".join(
+        f"{text}: **{'yes' if order[key] else 'no'}**" for key, text in checks.items()
+        if key in order) + "."]
+    lines += ["", f"Data: {data.get('source')}, {data.get('train')} training / "
+              f"{data.get('test')} test images. {data.get('note', '')}",
+              "", "Runs pooled: " + ", ".join(f"`{r}`" for r in d["runs"]) + "."]
+    return lines
+
+
 def _cnf(d: dict) -> list[str]:
     lines = []
     if d.get("density_matching"):
@@ -242,14 +265,22 @@ SECTIONS = (
     ("compare", "tfode beside torchdiffeq and autograd (benchmarks B1-B3)", _compare),
 )
 
-#: Longer runs than the quick mode's, each started by hand (its command is in its
-#: section): reported when their folder holds results, else left out.
+#: Longer runs than the quick mode's, each started by hand: (folder, title, renderer,
+#: the command that made it, the results file). Reported when the folder holds its
+#: results file, else left out; each run's exact commands are in its ``NOTES.md``.
+_RESUMED = "python -m experiments.{} ... --resume --out {{folder}}"
+_POOLED = "python -m experiments.mnist --seed-runs RUN,RUN,... --out {folder}"
 LONG_RUNS = (
-    ("latent_ode_paper", "Table 2 at paper scale (Section 5)", _latent, "latent_ode"),
+    ("latent_ode_paper", "Table 2 at paper scale (Section 5)", _latent,
+     _RESUMED.format("latent_ode"), "results.json"),
     ("cnf_ml", "Figure 6 at a longer budget: maximum likelihood on two circles and two moons",
-     _cnf, "cnf"),
+     _cnf, _RESUMED.format("cnf"), "results.json"),
     ("cnf_density", "Figures 4-5 at the paper's CNF budget, the planar NF at equal time", _cnf,
-     "cnf"),
+     _RESUMED.format("cnf"), "results.json"),
+    ("mnist_10epochs_seeds", "Table 1 over three seeds, 10 epochs (offline subset)",
+     _mnist_seeds, _POOLED, "table1_seeds.json"),
+    ("mnist_20epochs_seeds", "Table 1 over three seeds, 20 epochs (offline subset)",
+     _mnist_seeds, _POOLED, "table1_seeds.json"),
 )
 
 
@@ -281,10 +312,10 @@ def build_report(out: Path, runs: list[dict] | None = None) -> Path:
              "Neural Ordinary Differential Equations (Chen et al., NeurIPS 2018), reproduced "
              "with tfode: TensorFlow dynamics, SciPy ODEPACK/VODE solvers, the adjoint.", ""]
     machine = None
-    long_runs = {s[0]: s[3] for s in LONG_RUNS if (out / s[0] / "results.json").exists()}
-    for name, title, render, *_ in (*SECTIONS, *(s for s in LONG_RUNS if s[0] in long_runs)):
+    long_runs = {s[0]: s for s in LONG_RUNS if (out / s[0] / s[4]).exists()}
+    for name, title, render, *_ in (*SECTIONS, *long_runs.values()):
         folder = out / name
-        d = _load(folder / "results.json")
+        d = _load(folder / (long_runs[name][4] if name in long_runs else "results.json"))
         lines += [f"## {title}", ""]
         if d is None:
             lines += [f"Not run (no `{name}/results.json`).", ""]
@@ -294,8 +325,8 @@ def build_report(out: Path, runs: list[dict] | None = None) -> Path:
         ran = f"Command: `{command}`; wall time {d.get('wall_s', float('nan')) / 60:.1f} min."
         if name in long_runs:
             mode = "long"
-            ran = (f"Commands: `python -m experiments.{long_runs[name]} ... --resume --out "
-                   f"{folder.as_posix()}`, each part's in the notes above.")
+            command = long_runs[name][3].format(folder=folder.as_posix())
+            ran = f"Commands: `{command}`, each part's in the notes above."
         lines += [f"Mode: **{mode}**" + (MODE_NOTES.get(mode, "")), ""]
         notes = folder / "NOTES.md"  # what was reproduced, what was not, and why
         if notes.exists():

@@ -5,6 +5,7 @@ import builtins
 import csv
 import json
 import pathlib
+import shutil
 
 import keras
 import numpy as np
@@ -177,6 +178,20 @@ def test_table1_over_seeds_pools_only_seeds_and_checks_the_ordering(tmp_path):
     assert out["ordering"] == {"seeds": [0, 1, 2], "odenet_within_half_point_of_resnet": True,
                                "mlp_worst": True}
     assert "| mlp |" in (tmp_path / "t" / "table1_seeds.md").read_text()
+    # The pooled table joins the reproduction report as its own section.
+    from experiments import reproduce
+
+    report_dir = tmp_path / "report"
+    (report_dir / "mnist_20epochs_seeds").mkdir(parents=True)
+    shutil.copy(tmp_path / "t" / "table1_seeds.json", report_dir / "mnist_20epochs_seeds")
+    report = reproduce.build_report(report_dir).read_text()
+    section = report.split("## Table 1 over three seeds, 20 epochs")[1].split("\n## ")[0]
+    assert "| mlp | 9.87 | 0.252 | 3 | 9.6, 9.9, 10.1 | 1.6 |" in section
+    assert "| odenet - resnet | 0.167 |" in section
+    assert "the ODE-Net within half a point of the ResNet (on the means): **yes**" in section
+    assert "the MLP worst (on the means): **yes**" in section
+    assert f"`{folders[0]}`" in section and "--seed-runs" in section
+    assert "10 epochs each" in section and "10 epochs (offline" not in report
     # A run recorded before an option existed compares at that option's default ...
     older = json.loads((folders[1] / "results.json").read_text())
     older["args"]["kinetic"] = 0.0
