@@ -252,6 +252,37 @@ def test_latent_ode_saves_and_loads(tmp_path):
                                rtol=1e-9)
 
 
+def test_deeper_dynamics_add_a_hidden_layer_and_survive_save_and_load(tmp_path):
+    one, two = _small_model(), _small_model(dynamics_layers=2)
+    units = one.dynamics_units
+    assert two.count_params() - one.count_params() == units * units + units
+    z = tf.constant(np.random.default_rng(2).normal(size=(3, one.latent_dim)))
+    # By hand: two ELU layers, then the linear output.
+    w = [v.numpy() for v in two.dynamics.weights]  # inner, outer, then the deeper layer
+    elu = tf.nn.elu
+    hand = elu(elu(z @ w[0] + w[1]) @ w[4] + w[5]) @ w[2] + w[3]
+    np.testing.assert_allclose(two.dynamics(z), hand, rtol=1e-12)
+    path = tmp_path / "deeper.keras"
+    two.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.dynamics_layers == 2
+    np.testing.assert_allclose(loaded.dynamics(z), hand, rtol=1e-12)
+    with pytest.raises(ValueError, match="layers must be a positive integer"):
+        _small_model(dynamics_layers=0)
+    # The experiment labels such runs and keeps their files apart from the paper's.
+    import types
+
+    from experiments import latent_ode
+
+    args = types.SimpleNamespace(method="tf_dopri5", tol=1.49e-8, lr_decay="none",
+                                 dynamics_layers=2)
+    label = latent_ode.solver_label("latent_ode", args)
+    assert label == "tf_dopri5 1.49e-08 (backpropagated), 2-layer dynamics"
+    assert latent_ode.is_variant(label) and not latent_ode.is_variant(label.split(",")[0])
+    stem = latent_ode._stem("latent_ode", 0.1, 30, 0, args)
+    assert stem == "latent_ode_noise0.1_n30_tf_dopri5_dyn2"
+
+
 def test_event_only_encoder_reads_times_and_observation_models_need_x():
     events = _small_model(obs_dim=0, intensity_units=4)
     t = np.array([[0.5, 1.0, 3.0], [0.2, 2.0, 2.5]])
@@ -370,6 +401,8 @@ def test_headline_takes_the_papers_method_per_seed_and_the_fast_path_for_the_res
 
     rows = [row(0, adjoint, 0.30), row(0, fast, 0.90), row(1, fast, 0.40),
             row(2, fast, 0.50), row(1, fast + ", cosine lr", 0.01),
+            row(3, fast + ", 2-layer dynamics", 0.01),
+            row(3, fast + ", 2-layer dynamics", 0.01, iterations=9000),
             row(2, adjoint, 0.05, iterations=4000), row(3, "-", 0.02, key="rnn")]
     (got,) = latent_ode.headline(rows, 0.1, 2000)
     assert got["seeds"] == [0, 1, 2]

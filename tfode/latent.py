@@ -126,25 +126,40 @@ class RecognitionRNN(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class MLP(keras.layers.Layer):
-    """``Dense(hidden, activation)`` then ``Dense(out)``, on inputs of any rank."""
+    """``layers`` times ``Dense(hidden, activation)``, then ``Dense(out)``, on inputs of
+    any rank."""
 
-    def __init__(self, hidden: int, out: int, activation: str = "tanh", **kwargs):
+    def __init__(self, hidden: int, out: int, activation: str = "tanh", layers: int = 1,
+                 **kwargs):
         super().__init__(**kwargs)
+        if int(layers) != layers or layers < 1:
+            raise ValueError(f"layers must be a positive integer (hidden layers); got "
+                             f"{layers!r}.")
         self.hidden, self.out, self.activation = hidden, out, activation
+        self.depth = int(layers)
         self.inner = keras.layers.Dense(hidden, activation=activation, dtype=self.dtype_policy)
         self.outer = keras.layers.Dense(out, dtype=self.dtype_policy)
+        # Created after ``outer`` so that a one-layer MLP keeps its weights' order.
+        self.deeper = [keras.layers.Dense(hidden, activation=activation,
+                                          dtype=self.dtype_policy)
+                       for _ in range(self.depth - 1)]
 
     def build(self, input_shape):
         self.inner.build(input_shape)
+        for layer in self.deeper:
+            layer.build((*input_shape[:-1], self.hidden))
         self.outer.build((*input_shape[:-1], self.hidden))
         self.built = True
 
     def call(self, x):
-        return self.outer(self.inner(x))
+        h = self.inner(x)
+        for layer in self.deeper:
+            h = layer(h)
+        return self.outer(h)
 
     def get_config(self):
         return {**super().get_config(), "hidden": self.hidden, "out": self.out,
-                "activation": self.activation}
+                "activation": self.activation, "layers": self.depth}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -156,7 +171,9 @@ class LatentODE(keras.Model):
             encoder then reads each event's time beside its gap).
         latent_dim: Latent size (4 in the paper).
         rnn_units: Encoder RNN units (25).
-        dynamics_units: Hidden units of the latent dynamics (20, one hidden layer).
+        dynamics_units: Hidden units of the latent dynamics (20).
+        dynamics_layers: Hidden layers of the latent dynamics: 1 (default) as the paper
+            describes it, 2 as in the authors' example code.
         decoder_units: Hidden units of the decoder (20, one hidden layer).
         intensity_units: Hidden units of the Poisson intensity network ``lambda(z)``;
             0 (default) for no intensity.
@@ -173,20 +190,23 @@ class LatentODE(keras.Model):
     """
 
     def __init__(self, obs_dim: int = 2, latent_dim: int = 4, rnn_units: int = 25,
-                 dynamics_units: int = 20, decoder_units: int = 20, intensity_units: int = 0,
+                 dynamics_units: int = 20, dynamics_layers: int = 1,
+                 decoder_units: int = 20, intensity_units: int = 0,
                  obs_std: float = 0.3, t0: float = 0.0, method: str = "odeint",
                  rtol: float = PAPER_TOLERANCE, atol: float = PAPER_TOLERANCE,
                  odeint_kwargs: dict | None = None, dtype="float64", **kwargs):
         super().__init__(dtype=dtype, **kwargs)
         self.obs_dim, self.latent_dim = obs_dim, latent_dim
         self.rnn_units, self.dynamics_units = rnn_units, dynamics_units
+        self.dynamics_layers = int(dynamics_layers)
         self.decoder_units, self.intensity_units = decoder_units, intensity_units
         self.obs_std, self.t0 = float(obs_std), float(t0)
         self.method, self.rtol, self.atol = method, float(rtol), float(atol)
         self.odeint_kwargs = dict(odeint_kwargs or {})
         policy = self.dtype_policy
         self.encoder = RecognitionRNN(latent_dim, rnn_units, t0, dtype=policy, name="encoder")
-        self.dynamics = MLP(dynamics_units, latent_dim, "elu", dtype=policy, name="dynamics")
+        self.dynamics = MLP(dynamics_units, latent_dim, "elu", layers=dynamics_layers,
+                            dtype=policy, name="dynamics")
         self.decoder = (MLP(decoder_units, obs_dim, "relu", dtype=policy, name="decoder")
                         if obs_dim else None)
         self.intensity = (MLP(intensity_units, 1, "tanh", dtype=policy, name="intensity")
@@ -343,6 +363,7 @@ class LatentODE(keras.Model):
     def get_config(self):
         return {**super().get_config(), "obs_dim": self.obs_dim, "latent_dim": self.latent_dim,
                 "rnn_units": self.rnn_units, "dynamics_units": self.dynamics_units,
+                "dynamics_layers": self.dynamics_layers,
                 "decoder_units": self.decoder_units, "intensity_units": self.intensity_units,
                 "obs_std": self.obs_std, "t0": self.t0, "method": self.method,
                 "rtol": self.rtol, "atol": self.atol, "odeint_kwargs": self.odeint_kwargs}
