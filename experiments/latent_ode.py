@@ -227,11 +227,17 @@ def train_spiral_model(kind: str, data, idx, args, out: Path, seed: int = 0) -> 
 
     recon, extrap, z = extrapolate()
     clean, noisy = data.clean[test], data.noisy[test]
+    truth = clean[:, n_obs:]
+    quarters = np.array_split(np.arange(truth.shape[1]), 4)
     row = {"model": MODELS[kind], "key": kind, "noise": data.noise_std, "n": idx.shape[1],
-           "seed": seed, "solver": solver_label(kind, args), "rmse": rmse(extrap, clean[:, n_obs:]),
+           "seed": seed, "solver": solver_label(kind, args), "rmse": rmse(extrap, truth),
            "rmse_vs_noisy": rmse(extrap, noisy[:, n_obs:]),
+           # How the error grows along the extrapolation: each quarter of the future.
+           "rmse_by_quarter": [rmse(extrap[:, q], truth[:, q]) for q in quarters],
            "iterations": iters, "batch": batch, "train_s": train_s,
            "final_loss": history[-1]["loss"]}
+    if kind == "latent_ode":  # its path over the whole observed window, noise-free truth
+        row["rmse_recon"] = rmse(recon, clean[:, :n_obs])
     if kind != "latent_ode":
         row.update(rnn_lr=args.rnn_lr, rnn_decay=args.rnn_decay,
                    rnn_clipnorm=args.rnn_clipnorm)
@@ -300,6 +306,23 @@ def table2(args, out: Path) -> list[dict]:
             continue
         print(f"-- {r['model']}, noise {r['noise']:g}, n = {r['n']}: extending from "
               f"{r['iterations']} to {planned[r['key']]} iterations")
+    previous = {}  # rows evaluated afresh: what only their training measured stays
+    if getattr(args, "reevaluate", False):
+        # Evaluated afresh from their final checkpoints, without training.
+        again = [r for r in rows if _row_key(r) in mine and r not in extended]
+        for r in again:
+            if r["iterations"] != planned[r["key"]]:
+                raise ValueError(
+                    f"--reevaluate: {r['model']} at noise {r['noise']:g}, n = {r['n']} was "
+                    f"trained for {r['iterations']} iterations, not the {planned[r['key']]} "
+                    "asked: give the iterations it was trained for.")
+            previous[_row_key(r)] = r
+            stem = _stem(r["key"], r["noise"], r["n"], r.get("seed", 0), args)
+            if not (out / f"checkpoint_{stem}.npz").exists():
+                raise FileNotFoundError(
+                    f"--reevaluate needs checkpoint_{stem}.npz in {out} for {r['model']} at "
+                    f"noise {r['noise']:g}, n = {r['n']}: it is not there.")
+        extended += again
     rows = [r for r in rows if r not in extended]
     done = {_row_key(r) for r in rows}
     for noise in args.noise:
@@ -313,6 +336,10 @@ def table2(args, out: Path) -> list[dict]:
                               "done (resumed)")
                         continue
                     row = train_spiral_model(kind, data, idx, args, out, seed)
+                    if _row_key(row) in previous and "backward_method" in row \
+                            and row["backward_method"] is None:
+                        row["backward_method"] = previous[_row_key(row)].get(
+                            "backward_method")  # no backward solve ran this time
                     with _locked(rows_path):
                         rows = _merge_rows(rows_path, rows + [row], mine)
                         write_json(rows_path, rows)  # the checkpoint --resume continues from
@@ -574,6 +601,10 @@ def main(argv=None):
                         help="the latent ODE's learning rate schedule: constant (the "
                              "paper's) or cosine decay to 1%% at the last iteration (rows "
                              "and files are labelled with it)")
+    parser.add_argument("--reevaluate", action="store_true",
+                        help="with --resume: evaluate the finished settings asked for afresh "
+                             "from their final checkpoints (no training), e.g. to record "
+                             "measures added since they ran")
     parser.add_argument("--dynamics-layers", type=int, default=1,
                         help="hidden layers of the latent dynamics (20 units each): 1, as "
                              "the paper describes it, or 2, as in the authors' example code "
@@ -607,6 +638,9 @@ def main(argv=None):
     unknown = sorted(set(args.models) - set(MODELS))
     if unknown:
         parser.error(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
+    if args.reevaluate and not args.resume:
+        parser.error("--reevaluate evaluates recorded settings from their checkpoints: "
+                     "give --resume with it")
     if args.quick:
         for key, value in {"iters": 400, "rnn_iters": 3000, "batch": 100, "tol": 1e-5,
                            "poisson_iters": 600}.items():

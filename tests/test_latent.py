@@ -429,6 +429,12 @@ def test_experiment_tiny_run_writes_table_figures_and_resumes(tmp_path):
         assert np.isfinite(r["rmse"]) and r["rmse"] > 0
     lo = next(r for r in summary["runs"] if r["key"] == "latent_ode")
     assert lo["nfe_forward"] > 0 and lo["nfe_backward"] > 0
+    # The error along the horizon: four equal quarters of the 100 future points.
+    for r in summary["runs"]:
+        quarters = np.array(r["rmse_by_quarter"])
+        assert quarters.shape == (4,)
+        assert np.sqrt(np.mean(quarters ** 2)) == pytest.approx(r["rmse"], rel=1e-12)
+    assert np.isfinite(lo["rmse_recon"]) and lo["rmse_recon"] > 0
     # The learning curve's last point is the row's test RMSE (the same final weights).
     curve = (tmp_path / "history_latent_ode_noise0.3_n30.csv").read_text().splitlines()
     assert curve[0].endswith(",test_rmse") and curve[1].endswith(",")
@@ -443,6 +449,17 @@ def test_experiment_tiny_run_writes_table_figures_and_resumes(tmp_path):
     again = latent_ode.main(argv + ["--resume", "--skip", "poisson"])
     assert [r["train_s"] for r in again["runs"]] == [r["train_s"] for r in summary["runs"]]
     assert json.loads((tmp_path / "rows.json").read_text()) == again["runs"]
+    # --reevaluate recomputes a recorded row's measures from its checkpoint, untrained.
+    recorded = json.loads((tmp_path / "rows.json").read_text())
+    stripped = [{k: v for k, v in r.items() if k not in ("rmse_by_quarter", "rmse_recon")}
+                for r in recorded]
+    (tmp_path / "rows.json").write_text(json.dumps(stripped))
+    redone = latent_ode.main(argv + ["--resume", "--reevaluate", "--skip", "poisson"])
+    key = lambda r: (r["key"], r["solver"])  # noqa: E731
+    for a, b in zip(sorted(redone["runs"], key=key), sorted(recorded, key=key), strict=True):
+        assert {k: v for k, v in a.items() if a[k] != b.get(k)} == {}
+    with pytest.raises(SystemExit):
+        latent_ode.main(argv + ["--reevaluate"])
     # More iterations asked of a finished setting: it continues from its checkpoint.
     longer = latent_ode.main(argv + ["--resume", "--skip", "poisson", "--iters", "3"])
     lo3 = next(r for r in longer["runs"] if r["key"] == "latent_ode")
