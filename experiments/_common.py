@@ -351,6 +351,17 @@ def _save(path: Path, label: str, variables, optimizer, history: list[dict],
     replace_atomically(path, write)
 
 
+def checkpoint_iteration(path: str | Path) -> int:
+    """The last iteration that a checkpoint of :func:`fit` holds."""
+    import numpy as np
+
+    with np.load(path) as saved:
+        meta = json.loads(str(saved["meta"]))
+        if "history" in meta:  # the older format
+            return int(meta["history"][-1]["iteration"])
+        return int(saved["hist:iteration"][-1])
+
+
 def _restore(path: Path, label: str, variables, optimizer) -> tuple[list[dict], dict]:
     """Loads a checkpoint of :func:`_save` (or of the older format, whose history was
     JSON) into ``variables`` and ``optimizer``; returns the history and the row of the

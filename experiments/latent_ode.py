@@ -35,6 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from experiments._common import (  # noqa: E402
+    checkpoint_iteration,
     finish,
     fit,
     machine,
@@ -316,12 +317,20 @@ def table2(args, out: Path) -> list[dict]:
                     f"--reevaluate: {r['model']} at noise {r['noise']:g}, n = {r['n']} was "
                     f"trained for {r['iterations']} iterations, not the {planned[r['key']]} "
                     "asked: give the iterations it was trained for.")
-            previous[_row_key(r)] = r
             stem = _stem(r["key"], r["noise"], r["n"], r.get("seed", 0), args)
-            if not (out / f"checkpoint_{stem}.npz").exists():
+            path = out / f"checkpoint_{stem}.npz"
+            if not path.exists():
                 raise FileNotFoundError(
-                    f"--reevaluate needs checkpoint_{stem}.npz in {out} for {r['model']} at "
-                    f"noise {r['noise']:g}, n = {r['n']}: it is not there.")
+                    f"--reevaluate needs {path.name} in {out} for {r['model']} at noise "
+                    f"{r['noise']:g}, n = {r['n']}: it is not there.")
+            if checkpoint_iteration(path) != r["iterations"]:
+                print(f"-- {r['model']}, noise {r['noise']:g}, n = {r['n']}, seed "
+                      f"{r.get('seed', 0)}: NOT re-evaluated, {path.name} holds iteration "
+                      f"{checkpoint_iteration(path)}, not the recorded row's "
+                      f"{r['iterations']} (a longer run was stopped); the row stays as it is.")
+                continue
+            previous[_row_key(r)] = r
+        again = [r for r in again if _row_key(r) in previous]
         extended += again
     rows = [r for r in rows if r not in extended]
     done = {_row_key(r) for r in rows}

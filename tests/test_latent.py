@@ -416,7 +416,7 @@ def test_headline_takes_the_papers_method_per_seed_and_the_fast_path_for_the_res
 
 
 # -- the experiment --------------------------------------------------------------------
-def test_experiment_tiny_run_writes_table_figures_and_resumes(tmp_path):
+def test_experiment_tiny_run_writes_table_figures_and_resumes(tmp_path, capsys):
     from experiments import latent_ode
 
     argv = ["--iters", "2", "--rnn-iters", "3", "--batch", "20", "--tol", "1e-4", "--n-obs",
@@ -460,6 +460,22 @@ def test_experiment_tiny_run_writes_table_figures_and_resumes(tmp_path):
         assert {k: v for k, v in a.items() if a[k] != b.get(k)} == {}
     with pytest.raises(SystemExit):
         latent_ode.main(argv + ["--reevaluate"])
+    # A checkpoint that a longer, stopped run moved past its row is not evaluated as it.
+    import shutil
+
+    ckpt = tmp_path / "checkpoint_latent_ode_noise0.3_n30.npz"
+    shutil.copy(ckpt, tmp_path / "at2.npz")
+    rows_at2 = (tmp_path / "rows.json").read_text()
+    latent_ode.main(argv + ["--resume", "--skip", "poisson", "--iters", "3",
+                            "--models", "latent_ode"])
+    (tmp_path / "rows.json").write_text(rows_at2)  # as if the run to 3 had been stopped
+    capsys.readouterr()
+    kept = latent_ode.main(argv + ["--resume", "--reevaluate", "--skip", "poisson",
+                                   "--models", "latent_ode"])
+    assert "NOT re-evaluated, checkpoint_latent_ode_noise0.3_n30.npz holds iteration 3, " \
+        "not the recorded row's 2" in capsys.readouterr().out
+    assert next(r for r in kept["runs"] if r["key"] == "latent_ode") == lo
+    shutil.move(tmp_path / "at2.npz", ckpt)
     # More iterations asked of a finished setting: it continues from its checkpoint.
     longer = latent_ode.main(argv + ["--resume", "--skip", "poisson", "--iters", "3"])
     lo3 = next(r for r in longer["runs"] if r["key"] == "latent_ode")
