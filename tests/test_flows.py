@@ -240,6 +240,17 @@ def test_log_partition_of_u1_matches_adaptive_quadrature_and_u2_u3_have_none():
     # exp(-U) of U2 and U3 is constant along z1: no normaliser, the loss has no floor.
     assert cnf_experiment.log_partition("U2") is None
     assert cnf_experiment.log_partition("U3") is None
+    # Confined to |z1| <= 4 they are: in closed form, the Gaussian ridge(s) along z2 times
+    # the window's length plus the two half-Gaussian walls of std 0.2 beyond it.
+    length = 8.0 + 2 * 0.2 * math.sqrt(math.pi / 2)
+    u2 = 0.4 * math.sqrt(2 * math.pi) * length
+    assert cnf_experiment.log_partition("U2c") == pytest.approx(math.log(u2), abs=1e-6)
+    u3 = 2 * 0.35 * math.sqrt(2 * math.pi) * length
+    assert cnf_experiment.log_partition("U3c") == pytest.approx(math.log(u3), abs=1e-6)
+    # Inside the window the confined energies are the originals.
+    z = tf.constant(np.random.default_rng(3).uniform(-4, 4, (50, 2)))
+    for name in ("U2", "U3"):
+        np.testing.assert_array_equal(energy(name + "c", z), energy(name, z))
 
 
 def test_density_claims_call_a_winner_only_beyond_twice_the_standard_error():

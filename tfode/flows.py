@@ -278,9 +278,19 @@ def _w2(z):
     return 3.0 * tf.exp(-0.5 * ((z[:, 0] - 1.0) / 0.6) ** 2)
 
 
+#: Half-width of the window the test energies are drawn in, ``|z| <= 4``.
+ENERGY_WINDOW = 4.0
+
+
 def energy(name: str, z):
-    """U(z) of the test energies ``U1``, ``U2``, ``U3``, ``U4``."""
+    """U(z) of the test energies ``U1``, ``U2``, ``U3``, ``U4``, and the confined
+    ``U2c``, ``U3c``: U2 and U3 do not grow along ``z1``, so ``exp(-U)`` has infinite
+    mass; the confined versions add ``0.5 * (max(|z1| - 4, 0) / 0.2) ** 2``, equal to U
+    inside the window the energies are drawn in and normalisable."""
     z1, z2 = z[:, 0], z[:, 1]
+    if name in ("U2c", "U3c"):
+        outside = tf.nn.relu(tf.abs(z1) - ENERGY_WINDOW)
+        return energy(name[:2], z) + 0.5 * (outside / 0.2) ** 2
     if name == "U1":
         r = tf.norm(z, axis=-1)
         return (0.5 * ((r - 2.0) / 0.4) ** 2
@@ -295,4 +305,4 @@ def energy(name: str, z):
         w3 = 3.0 * tf.sigmoid((z1 - 1.0) / 0.3)
         return -tf.math.log(tf.exp(-0.5 * ((z2 - _w1(z)) / 0.4) ** 2)
                             + tf.exp(-0.5 * ((z2 - _w1(z) + w3) / 0.35) ** 2) + 1e-12)
-    raise ValueError(f"Unknown energy {name!r}; choose U1, U2, U3 or U4.")
+    raise ValueError(f"Unknown energy {name!r}; choose U1, U2, U3, U4, U2c or U3c.")
