@@ -277,6 +277,8 @@ LONG_RUNS = (
      _cnf, _RESUMED.format("cnf"), "results.json"),
     ("cnf_density", "Figures 4-5 at the paper's CNF budget, the planar NF at equal time", _cnf,
      _RESUMED.format("cnf"), "results.json"),
+    ("cnf_density_confined", "Figures 4-5 on U2 and U3 confined to their window (normalisable)",
+     _cnf, _RESUMED.format("cnf"), "results.json"),
     ("mnist_10epochs_seeds", "Table 1 over three seeds, 10 epochs (offline subset)",
      _mnist_seeds, _POOLED, "table1_seeds.json"),
     ("mnist_20epochs_seeds", "Table 1 over three seeds, 20 epochs (offline subset)",
