@@ -647,6 +647,9 @@ def main(argv=None):
     unknown = sorted(set(args.models) - set(MODELS))
     if unknown:
         parser.error(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
+    if args.dynamics_layers < 1:
+        parser.error(f"--dynamics-layers must be 1 or more hidden layers; got "
+                     f"{args.dynamics_layers}")
     if args.reevaluate and not args.resume:
         parser.error("--reevaluate evaluates recorded settings from their checkpoints: "
                      "give --resume with it")

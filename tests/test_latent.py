@@ -460,6 +460,8 @@ def test_experiment_tiny_run_writes_table_figures_and_resumes(tmp_path, capsys):
         assert {k: v for k, v in a.items() if a[k] != b.get(k)} == {}
     with pytest.raises(SystemExit):
         latent_ode.main(argv + ["--reevaluate"])
+    with pytest.raises(SystemExit):
+        latent_ode.main(argv + ["--dynamics-layers", "0"])
     # A checkpoint that a longer, stopped run moved past its row is not evaluated as it.
     import shutil
 
