@@ -190,11 +190,11 @@ class LatentODE(keras.Model):
     """
 
     def __init__(self, obs_dim: int = 2, latent_dim: int = 4, rnn_units: int = 25,
-                 dynamics_units: int = 20, dynamics_layers: int = 1,
-                 decoder_units: int = 20, intensity_units: int = 0,
+                 dynamics_units: int = 20, decoder_units: int = 20, intensity_units: int = 0,
                  obs_std: float = 0.3, t0: float = 0.0, method: str = "odeint",
                  rtol: float = PAPER_TOLERANCE, atol: float = PAPER_TOLERANCE,
-                 odeint_kwargs: dict | None = None, dtype="float64", **kwargs):
+                 odeint_kwargs: dict | None = None, dtype="float64", dynamics_layers: int = 1,
+                 **kwargs):
         super().__init__(dtype=dtype, **kwargs)
         self.obs_dim, self.latent_dim = obs_dim, latent_dim
         self.rnn_units, self.dynamics_units = rnn_units, dynamics_units
