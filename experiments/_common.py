@@ -362,6 +362,24 @@ def checkpoint_iteration(path: str | Path) -> int:
         return int(saved["hist:iteration"][-1])
 
 
+def restore_variables(path: str | Path, variables) -> int:
+    """Loads the variables of a :func:`fit` checkpoint into ``variables`` (the same
+    list, in the same order, as the run trained) without an optimizer, to evaluate a
+    trained model; returns the iteration the checkpoint holds."""
+    import numpy as np
+
+    with np.load(path) as saved:
+        shapes = [saved[f"var{k}"].shape for k in range(len(variables))
+                  if f"var{k}" in saved]
+        if f"var{len(variables)}" in saved or shapes != [tuple(v.shape) for v in variables]:
+            raise ValueError(
+                f"The checkpoint {path} holds variables of shapes {shapes}, not those of this "
+                f"model ({[tuple(v.shape) for v in variables]}): it is another model's.")
+        for k, v in enumerate(variables):
+            v.assign(saved[f"var{k}"])
+    return checkpoint_iteration(path)
+
+
 def _restore(path: Path, label: str, variables, optimizer) -> tuple[list[dict], dict]:
     """Loads a checkpoint of :func:`_save` (or of the older format, whose history was
     JSON) into ``variables`` and ``optimizer``; returns the history and the row of the

@@ -40,6 +40,7 @@ from experiments._common import (  # noqa: E402
     fit,
     machine,
     pyplot,
+    restore_variables,
     save_figure,
     script_parser,
     write_json,
@@ -165,13 +166,20 @@ def _optimizer(kind: str, args):
     return keras.optimizers.Adam(lr, clipnorm=args.rnn_clipnorm or None)
 
 
+def latent_model(noise: float, args):
+    """The Table 2 latent ODE as ``args`` trains it, its observation model's standard
+    deviation the data's noise."""
+    from tfode.latent import LatentODE
+
+    return LatentODE(obs_std=noise, method=args.method, rtol=args.tol, atol=args.tol,
+                     dynamics_layers=getattr(args, "dynamics_layers", 1))
+
+
 def train_spiral_model(kind: str, data, idx, args, out: Path, seed: int = 0) -> dict:
     """Trains one Table 2 model on one (noise, n) setting from training seed ``seed``
     and evaluates it."""
     import keras
     import tensorflow as tf
-
-    from tfode.latent import LatentODE
 
     keras.utils.set_random_seed(seed)
     n_tr, n_obs = data.n_train, data.n_obs
@@ -189,8 +197,7 @@ def train_spiral_model(kind: str, data, idx, args, out: Path, seed: int = 0) -> 
 
     stats = None
     if kind == "latent_ode":
-        model = LatentODE(obs_std=data.noise_std, method=args.method, rtol=args.tol,
-                          atol=args.tol, dynamics_layers=getattr(args, "dynamics_layers", 1))
+        model = latent_model(data.noise_std, args)
         stats = model.stats
 
         def loss_fn(b):
@@ -257,6 +264,120 @@ def train_spiral_model(kind: str, data, idx, args, out: Path, seed: int = 0) -> 
     np.savez(out / f"pred_{stem}.npz", recon=recon[keep], extrap=extrap[keep],
              obs_index=idx[test][keep], z=np.zeros(0) if z is None else z[:, keep])
     return row
+
+
+def fit_z0(model, z0, times, targets, index, std: float, steps: int = 600,
+           lr: float = 0.02):
+    """The mode of ``p(z0 | targets)`` under a trained latent ODE, found by Adam from
+    ``z0``: the Gaussian likelihood (standard deviation ``std``) of ``targets``
+    (``[batch, k, obs_dim]``, observed at ``times[index]``; ``times`` 1-D and
+    increasing, ``index`` ``[batch, k]``) with the ``N(0, I)`` prior. The model's
+    weights stay fixed. Returns the fitted ``z0``, ``[batch, latent_dim]``."""
+    import keras
+    import tensorflow as tf
+
+    from tfode.latent import gaussian_log_prob
+
+    z0 = tf.Variable(tf.convert_to_tensor(z0, model.compute_dtype))
+    times = tf.constant(times, tf.float64)
+    targets = tf.constant(targets, model.compute_dtype)
+    index = tf.constant(index)
+    optimizer = keras.optimizers.Adam(lr)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            path = tf.transpose(model.decoder(model.latent_trajectory(z0, times)), [1, 0, 2])
+            fitted = tf.gather(path, index, batch_dims=1)
+            loss = (-tf.reduce_sum(gaussian_log_prob(targets, fitted, std))
+                    + 0.5 * tf.reduce_sum(tf.square(z0)))
+        optimizer.apply_gradients([(tape.gradient(loss, z0), z0)])
+
+    for _ in range(steps):
+        step()
+    return z0.numpy()
+
+
+def z0_split(model, data, idx, steps: int = 600, lr: float = 0.02) -> dict:
+    """Splits a trained latent ODE's extrapolation error on the test spirals between
+    its encoder and its dynamics, by the test RMSE on the future points from three
+    initial states:
+
+    * ``encoder``: the encoder's posterior mean (how Table 2 is measured);
+    * ``fitted``: ``z0`` fitted to the same noisy observations (:func:`fit_z0`), what
+      a perfect encoder could give with these dynamics and this decoder;
+    * ``oracle``: ``z0`` fitted to the noise-free window and future together, the
+      best that any initial state gives with these dynamics and this decoder.
+
+    Each has its RMSE over the future (``*_rmse``), per quarter of it
+    (``*_by_quarter``) and over the observed window (``*_window``)."""
+    import tensorflow as tf
+
+    n_tr, n_obs = data.n_train, data.n_obs
+    test = slice(n_tr, None)
+    x = np.take_along_axis(data.noisy[:, :n_obs], idx[..., None], 1)[test]
+    t = data.t[idx][test]
+    clean = data.clean[test]
+    times = tf.constant(data.t)
+    mean, _ = model.encode(tf.constant(x), tf.constant(t))
+    everything = np.broadcast_to(np.arange(len(data.t)), clean.shape[:2])
+    starts = {
+        "encoder": mean.numpy(),
+        "fitted": fit_z0(model, mean, data.t, x, idx[test], data.noise_std, steps, lr),
+        "oracle": fit_z0(model, mean, data.t, clean, everything, data.noise_std, steps, lr)}
+    quarters = np.array_split(np.arange(n_obs, len(data.t)), 4)
+    row = {}
+    for name, z0 in starts.items():
+        path = model.predict_path(None, None, times, z0=tf.constant(z0))[0].numpy()
+        row[f"{name}_rmse"] = rmse(path[:, n_obs:], clean[:, n_obs:])
+        row[f"{name}_by_quarter"] = [rmse(path[:, q], clean[:, q]) for q in quarters]
+        row[f"{name}_window"] = rmse(path[:, :n_obs], clean[:, :n_obs])
+    return row
+
+
+def z0_split_table(args, out: Path) -> list[dict]:
+    """:func:`z0_split` of every recorded latent ODE row of the asked settings (noise
+    levels, n, seeds, solver, ``--iters``), from its final checkpoint; written as
+    ``z0_split.json`` / ``.md`` / ``.csv``."""
+    rows_path = out / "rows.json"
+    if not rows_path.exists():
+        raise FileNotFoundError(f"--z0-split evaluates recorded rows: {rows_path} does not "
+                                "exist; train the models first.")
+    solver = solver_label("latent_ode", args)
+    recorded = [r for r in json.loads(rows_path.read_text())
+                if r["key"] == "latent_ode" and r.get("solver") == solver
+                and r["noise"] in args.noise and r["n"] in args.n_obs
+                and r.get("seed", 0) in args.seeds and r["iterations"] == args.iters]
+    if not recorded:
+        raise ValueError(f"--z0-split: no recorded latent ODE row in {rows_path} trained with "
+                         f"{solver} for {args.iters} iterations at noise {args.noise}, n "
+                         f"{args.n_obs}, seeds {args.seeds}.")
+    table = []
+    for r in sorted(recorded, key=lambda r: (r["noise"], r["n"], r.get("seed", 0))):
+        seed = r.get("seed", 0)
+        path = out / f"checkpoint_{_stem('latent_ode', r['noise'], r['n'], seed, args)}.npz"
+        model = latent_model(r["noise"], args)
+        held = restore_variables(path, model.trainable_variables)
+        if held != r["iterations"]:
+            print(f"-- noise {r['noise']:g}, n = {r['n']}, seed {seed}: left out, {path.name} "
+                  f"holds iteration {held}, not the recorded row's {r['iterations']}")
+            continue
+        data = spirals(noise_std=r["noise"], seed=args.data_seed)
+        idx = subsample(len(data.clean), data.n_obs, r["n"], seed=args.data_seed + r["n"])
+        row = {"noise": r["noise"], "n": r["n"], "seed": seed, "solver": solver,
+               "iterations": r["iterations"], "recorded_rmse": r["rmse"],
+               **z0_split(model, data, idx, args.z0_steps)}
+        row["encoder_share"] = (row["encoder_rmse"] - row["fitted_rmse"]) / row["encoder_rmse"]
+        print(f"-- noise {r['noise']:g}, n = {r['n']}, seed {seed}: encoder "
+              f"{row['encoder_rmse']:.4f}, fitted z0 {row['fitted_rmse']:.4f}, oracle z0 "
+              f"{row['oracle_rmse']:.4f}", flush=True)
+        table.append(row)
+    write_json(out / "z0_split.json", table)
+    write_table(out / "z0_split", table,
+                ["noise", "n", "seed", "iterations", "recorded_rmse", "encoder_rmse",
+                 "fitted_rmse", "oracle_rmse", "encoder_share", "fitted_window",
+                 "oracle_window"])
+    return table
 
 
 def _merge_rows(rows_path: Path, rows: list[dict], mine: set) -> list[dict]:
@@ -614,6 +735,12 @@ def main(argv=None):
                         help="with --resume: evaluate the finished settings asked for afresh "
                              "from their final checkpoints (no training), e.g. to record "
                              "measures added since they ran")
+    parser.add_argument("--z0-split", action="store_true",
+                        help="train nothing: split each recorded latent ODE row's error "
+                             "between encoder and dynamics by fitting z0 to its test "
+                             "spirals from its checkpoint (z0_split.json/.md/.csv)")
+    parser.add_argument("--z0-steps", type=int, default=600,
+                        help="Adam steps of each z0 fit of --z0-split")
     parser.add_argument("--dynamics-layers", type=int, default=1,
                         help="hidden layers of the latent dynamics (20 units each): 1, as "
                              "the paper describes it, or 2, as in the authors' example code "
@@ -659,6 +786,8 @@ def main(argv=None):
             if getattr(args, key) == parser.get_default(key):
                 setattr(args, key, value)
     out = Path(args.out)
+    if args.z0_split:  # evaluates recorded models; results.json stays as it is
+        return {"z0_split": z0_split_table(args, out)}
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     summary = {"experiment": "latent_ode", "args": vars(args), "machine": machine()}
