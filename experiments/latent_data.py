@@ -16,7 +16,12 @@ example):
   is added to every point (the clean points are kept as the truth);
 * irregular versions keep ``n`` of the ``n_obs`` window points per spiral, drawn
   without replacement, independently per spiral, kept in time order;
-* the first ``n_train`` spirals (800 of 1000) train, the rest test.
+* the first ``n_train`` spirals (800 of 1000) train, the rest test;
+* ``train_starts="example"`` draws the training spirals' start indices instead from
+  the reference example's whole range ``[n_obs, ntotal - n_obs)``, so that their
+  observation windows cover every stretch of the curves that a test spiral's future
+  reaches; a training spiral's future points past the end of the curve are NaN (they
+  are never used). The test spirals are bitwise those of the default ``"shared"``.
 
 Poisson toy (Figure 7; the paper publishes only the figure): sequences of events on
 ``[0, t_end = 10]`` from intensities ``lambda(t) = c (1 + sin(w t + phi))`` with ``c = 2``,
@@ -47,6 +52,9 @@ class Spirals:
         n_obs: Length of the observation window (the rest is extrapolation).
         n_train: The first ``n_train`` spirals are the training set.
         noise_std: Standard deviation of the added noise.
+        starts: Index on its base curve of each spiral's first point, ``[n_spirals]``.
+        train_starts: How the training spirals' starts were drawn (``"shared"`` or
+            ``"example"``, see the module docstring).
     """
 
     t: np.ndarray
@@ -56,12 +64,30 @@ class Spirals:
     n_obs: int
     n_train: int
     noise_std: float
+    starts: np.ndarray | None = None
+    train_starts: str = "shared"
+
+    def unseen_future(self) -> np.ndarray:
+        """``[n_spirals, n_future]`` bool: which future points lie on a stretch of
+        their base curve that no training spiral's observation window covers (so that
+        a model extrapolates there into states it never saw)."""
+        covered = np.zeros((2, NTOTAL), bool)  # [counter-clockwise, clockwise]
+        for start, cw in zip(self.starts[:self.n_train], self.clockwise[:self.n_train]):
+            covered[int(cw), start:start + self.n_obs] = True
+        future = self.starts[:, None] + np.arange(self.n_obs, len(self.t))
+        inside = future < NTOTAL
+        seen = np.zeros(future.shape, bool)
+        seen[inside] = covered[np.broadcast_to(self.clockwise[:, None].astype(int),
+                                               future.shape)[inside], future[inside]]
+        return ~seen
 
 
 def spirals(n_spirals: int = 1000, n_obs: int = 100, n_future: int = 100,
             noise_std: float = 0.3, n_train: int = 800, a: float = 0.0, b: float = 0.3,
-            seed: int = 0) -> Spirals:
+            seed: int = 0, train_starts: str = "shared") -> Spirals:
     """Generates the bidirectional spiral dataset (see the module docstring)."""
+    if train_starts not in ("shared", "example"):
+        raise ValueError(f"train_starts must be 'shared' or 'example'; got {train_starts!r}.")
     length = n_obs + n_future
     if length + n_obs > NTOTAL:
         raise ValueError(f"n_obs + n_future + n_obs = {length + n_obs} exceeds the {NTOTAL} "
@@ -77,11 +103,17 @@ def spirals(n_spirals: int = 1000, n_obs: int = 100, n_future: int = 100,
     cc = np.stack([r_cc * np.cos(grid) + 5.0, r_cc * np.sin(grid)], 1)
     clockwise = rng.random(n_spirals) < 0.5
     starts = rng.integers(n_obs, NTOTAL - length - n_obs + 1, n_spirals)
+    if train_starts == "example":  # a stream of its own: the test spirals stay as they are
+        starts[:n_train] = np.random.default_rng([seed, 1]).integers(
+            n_obs, NTOTAL - n_obs, n_train)
     window = starts[:, None] + np.arange(length)
+    past_end = window >= NTOTAL
+    window = np.minimum(window, NTOTAL - 1)
     clean = np.where(clockwise[:, None, None], cw[window], cc[window])
+    clean[past_end] = np.nan
     noisy = clean + rng.normal(0.0, noise_std, clean.shape)
     return Spirals(grid[:length].copy(), clean, noisy, clockwise, n_obs, n_train,
-                   float(noise_std))
+                   float(noise_std), starts, train_starts)
 
 
 def subsample(n_spirals: int, n_obs: int, n: int, seed: int = 0) -> np.ndarray:

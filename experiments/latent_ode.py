@@ -242,6 +242,9 @@ def train_spiral_model(kind: str, data, idx, args, out: Path, seed: int = 0) -> 
            "rmse_vs_noisy": rmse(extrap, noisy[:, n_obs:]),
            # How the error grows along the extrapolation: each quarter of the future.
            "rmse_by_quarter": [rmse(extrap[:, q], truth[:, q]) for q in quarters],
+           # Future points on stretches of the curve that no training window covers.
+           **_seen_unseen(extrap, truth, data.unseen_future()[test]),
+           "train_starts": data.train_starts,
            "iterations": iters, "batch": batch, "train_s": train_s,
            "final_loss": history[-1]["loss"]}
     if kind == "latent_ode":  # its path over the whole observed window, noise-free truth
@@ -347,7 +350,8 @@ def z0_split_table(args, out: Path) -> list[dict]:
     recorded = [r for r in json.loads(rows_path.read_text())
                 if r["key"] == "latent_ode" and r.get("solver") == solver
                 and r["noise"] in args.noise and r["n"] in args.n_obs
-                and r.get("seed", 0) in args.seeds and r["iterations"] == args.iters]
+                and r.get("seed", 0) in args.seeds and r["iterations"] == args.iters
+                and r.get("train_starts", "shared") == args.train_starts]
     if not recorded:
         raise ValueError(f"--z0-split: no recorded latent ODE row in {rows_path} trained with "
                          f"{solver} for {args.iters} iterations at noise {args.noise}, n "
@@ -362,7 +366,8 @@ def z0_split_table(args, out: Path) -> list[dict]:
             print(f"-- noise {r['noise']:g}, n = {r['n']}, seed {seed}: left out, {path.name} "
                   f"holds iteration {held}, not the recorded row's {r['iterations']}")
             continue
-        data = spirals(noise_std=r["noise"], seed=args.data_seed)
+        data = spirals(noise_std=r["noise"], seed=args.data_seed,
+                       train_starts=args.train_starts)
         idx = subsample(len(data.clean), data.n_obs, r["n"], seed=args.data_seed + r["n"])
         row = {"noise": r["noise"], "n": r["n"], "seed": seed, "solver": solver,
                "iterations": r["iterations"], "recorded_rmse": r["rmse"],
@@ -378,6 +383,20 @@ def z0_split_table(args, out: Path) -> list[dict]:
                  "fitted_rmse", "oracle_rmse", "encoder_share", "fitted_window",
                  "oracle_window"])
     return table
+
+
+def _seen_unseen(extrap, truth, unseen) -> dict:
+    """The RMSE over the future points on stretches of their curve that some training
+    window covers (``rmse_seen``) and over the rest (``rmse_unseen``, None when there
+    are none), with the share of the rest (``unseen_share``)."""
+    err = np.sum((np.asarray(extrap) - np.asarray(truth)) ** 2, -1)
+    dim = np.shape(truth)[-1]
+
+    def part(mask):
+        return float(np.sqrt(err[mask].mean() / dim)) if mask.any() else None
+
+    return {"rmse_seen": part(~unseen), "rmse_unseen": part(unseen),
+            "unseen_share": float(unseen.mean())}
 
 
 def _merge_rows(rows_path: Path, rows: list[dict], mine: set) -> list[dict]:
@@ -409,6 +428,14 @@ def table2(args, out: Path) -> list[dict]:
     """Trains and evaluates every (noise, n, model, seed), resuming from ``rows.json``
     (finished settings) and from each model's checkpoint (the one in progress)."""
     rows_path = out / "rows.json"
+    if rows_path.exists():
+        other = {r.get("train_starts", "shared") for r in json.loads(rows_path.read_text())}
+        other.discard(args.train_starts)
+        if other:
+            raise ValueError(
+                f"{rows_path} holds rows trained with --train-starts {other.pop()}, not "
+                f"{args.train_starts}: the training data differ, so they cannot share one "
+                "table. Give this run another --out.")
     rows = json.loads(rows_path.read_text()) if args.resume and rows_path.exists() else []
     # A setting trained for fewer iterations than asked now is extended: its row goes,
     # and its checkpoint continues the training (bitwise as if run that long at once).
@@ -456,7 +483,7 @@ def table2(args, out: Path) -> list[dict]:
     rows = [r for r in rows if r not in extended]
     done = {_row_key(r) for r in rows}
     for noise in args.noise:
-        data = spirals(noise_std=noise, seed=args.data_seed)
+        data = spirals(noise_std=noise, seed=args.data_seed, train_starts=args.train_starts)
         for n in args.n_obs:
             idx = subsample(len(data.clean), data.n_obs, n, seed=args.data_seed + n)
             for seed in args.seeds:
@@ -582,7 +609,7 @@ def figure8(args, out: Path) -> Path | None:
     plt = pyplot()
 
     noise, n = max(args.noise), min(args.n_obs)
-    data = spirals(noise_std=noise, seed=args.data_seed)
+    data = spirals(noise_std=noise, seed=args.data_seed, train_starts=args.train_starts)
     files = {k: out / f"pred_{_stem(k, noise, n, args.seeds[0], args)}.npz"
              for k in ("rnn_dt", "latent_ode")}
     if not all(f.exists() for f in files.values()):
@@ -735,6 +762,13 @@ def main(argv=None):
                         help="with --resume: evaluate the finished settings asked for afresh "
                              "from their final checkpoints (no training), e.g. to record "
                              "measures added since they ran")
+    parser.add_argument("--train-starts", choices=("shared", "example"), default="shared",
+                        help="where the training spirals' windows start: 'shared', the test "
+                             "spirals' range (leaving room for a future that training does "
+                             "not use; the test futures then reach stretches of the curve "
+                             "no training window covers), or 'example', the reference "
+                             "example's whole range (the windows cover every stretch the "
+                             "test futures reach); the test spirals are the same")
     parser.add_argument("--z0-split", action="store_true",
                         help="train nothing: split each recorded latent ODE row's error "
                              "between encoder and dynamics by fitting z0 to its test "

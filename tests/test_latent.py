@@ -54,6 +54,59 @@ def test_spirals_lie_on_the_archimedean_and_hyperbolic_curves():
                                    rtol=1e-6)
 
 
+def _unseen_by_brute_force(d):
+    """Per future point of every spiral: no training window of the same direction
+    holds its index on the curve."""
+    out = np.zeros((len(d.starts), len(d.t) - d.n_obs), bool)
+    for i, start in enumerate(d.starts):
+        for k in range(out.shape[1]):
+            index = start + d.n_obs + k
+            out[i, k] = not any(
+                s <= index < s + d.n_obs
+                for s, cw in zip(d.starts[:d.n_train], d.clockwise[:d.n_train])
+                if cw == d.clockwise[i])
+    return out
+
+
+def test_example_train_starts_cover_every_test_future_and_keep_the_test_spirals():
+    shared = spirals(n_spirals=60, n_train=40, noise_std=0.2, seed=5)
+    example = spirals(n_spirals=60, n_train=40, noise_std=0.2, seed=5, train_starts="example")
+    test = slice(40, None)
+    np.testing.assert_array_equal(example.noisy[test], shared.noisy[test])
+    np.testing.assert_array_equal(example.starts[test], shared.starts[test])
+    # The test spirals' starts leave room for their future; the training spirals' span
+    # the reference example's range, the windows observed in full.
+    assert 100 <= shared.starts.min() and shared.starts.max() <= 700
+    assert 100 <= example.starts[:40].min() and example.starts[:40].max() <= 899
+    assert example.starts[:40].max() > 700
+    assert np.isfinite(example.noisy[:40, :100]).all()
+    past_end = example.starts[:40, None] + np.arange(200) >= 1000
+    assert past_end.any()
+    np.testing.assert_array_equal(np.isnan(example.clean[:40, :, 0]), past_end)
+    # Which future points lie on stretches no training window covers, against a brute
+    # force count; few training spirals leave some uncovered in either mode.
+    for d in (shared, example):
+        np.testing.assert_array_equal(d.unseen_future(), _unseen_by_brute_force(d))
+    full = spirals(noise_std=0.1, seed=0)
+    assert full.unseen_future()[800:].mean() > 0.05
+    assert not spirals(noise_std=0.1, seed=0, train_starts="example").unseen_future()[800:].any()
+    with pytest.raises(ValueError, match="train_starts must be"):
+        spirals(train_starts="everywhere")
+
+
+def test_seen_and_unseen_errors_split_the_future_points():
+    from experiments import latent_ode
+
+    truth = np.zeros((2, 3, 2))
+    extrap = np.array([[[1.0, 1.0], [0.0, 0.0], [3.0, 4.0]], [[2.0, 0.0], [0.0, 2.0], [0.0, 0.0]]])
+    unseen = np.array([[False, False, True], [False, False, False]])
+    got = latent_ode._seen_unseen(extrap, truth, unseen)
+    assert got["rmse_unseen"] == pytest.approx(np.sqrt(25 / 2))
+    assert got["rmse_seen"] == pytest.approx(np.sqrt((2 + 4 + 4) / 5 / 2))
+    assert got["unseen_share"] == pytest.approx(1 / 6)
+    assert latent_ode._seen_unseen(extrap, truth, np.zeros((2, 3), bool))["rmse_unseen"] is None
+
+
 def test_subsample_is_irregular_sorted_without_replacement_and_seeded():
     idx = subsample(500, 100, 30, seed=7)
     assert idx.shape == (500, 30) and idx.min() >= 0 and idx.max() < 100
@@ -468,6 +521,13 @@ def test_experiment_tiny_run_writes_table_figures_and_resumes(tmp_path, capsys):
     assert "encoder_rmse" in (tmp_path / "z0_split.md").read_text()
     with pytest.raises(ValueError, match="no recorded latent ODE row"):
         latent_ode.main(argv + ["--z0-split", "--seeds", "7"])
+    # Rows of other training data do not join this folder's table.
+    with pytest.raises(ValueError, match="--train-starts shared, not example"):
+        latent_ode.main(argv + ["--resume", "--train-starts", "example"])
+    assert lo["train_starts"] == "shared" and lo["unseen_share"] > 0
+    share = lo["unseen_share"]
+    assert lo["rmse"] == pytest.approx(np.sqrt(
+        (1 - share) * lo["rmse_seen"] ** 2 + share * lo["rmse_unseen"] ** 2))
     with pytest.raises(SystemExit):
         latent_ode.main(argv + ["--reevaluate"])
     with pytest.raises(SystemExit):
