@@ -17,11 +17,15 @@ example):
 * irregular versions keep ``n`` of the ``n_obs`` window points per spiral, drawn
   without replacement, independently per spiral, kept in time order;
 * the first ``n_train`` spirals (800 of 1000) train, the rest test;
-* ``train_starts="example"`` draws the training spirals' start indices instead from
-  the reference example's whole range ``[n_obs, ntotal - n_obs)``, so that their
-  observation windows cover every stretch of the curves that a test spiral's future
-  reaches; a training spiral's future points past the end of the curve are NaN (they
-  are never used). The test spirals are bitwise those of the default ``"shared"``.
+* by default (``train_starts="shared"``) every spiral's start is drawn as above, so
+  the training windows end at index ``ntotal - n_obs - n_future - 1`` and the test
+  futures reach stretches of the curves that no training window covers;
+  ``train_starts="cover"`` draws the training spirals' starts from
+  ``[n_obs, ntotal - n_obs - n_future]``, so that their windows reach exactly as far
+  as the test futures do; ``train_starts="example"`` from the reference example's
+  whole range ``[n_obs, ntotal - n_obs)``, to the end of the curves (a training
+  spiral's future points past the end are NaN; they are never used). The test
+  spirals are bitwise the same in every mode.
 
 Poisson toy (Figure 7; the paper publishes only the figure): sequences of events on
 ``[0, t_end = 10]`` from intensities ``lambda(t) = c (1 + sin(w t + phi))`` with ``c = 2``,
@@ -38,6 +42,8 @@ import numpy as np
 
 STOP = 6 * np.pi
 NTOTAL = 1000
+#: How the training spirals' windows may start (see the module docstring).
+TRAIN_STARTS = ("shared", "cover", "example")
 
 
 @dataclasses.dataclass
@@ -53,8 +59,8 @@ class Spirals:
         n_train: The first ``n_train`` spirals are the training set.
         noise_std: Standard deviation of the added noise.
         starts: Index on its base curve of each spiral's first point, ``[n_spirals]``.
-        train_starts: How the training spirals' starts were drawn (``"shared"`` or
-            ``"example"``, see the module docstring).
+        train_starts: How the training spirals' starts were drawn (``"shared"``,
+            ``"cover"`` or ``"example"``, see the module docstring).
     """
 
     t: np.ndarray
@@ -86,8 +92,9 @@ def spirals(n_spirals: int = 1000, n_obs: int = 100, n_future: int = 100,
             noise_std: float = 0.3, n_train: int = 800, a: float = 0.0, b: float = 0.3,
             seed: int = 0, train_starts: str = "shared") -> Spirals:
     """Generates the bidirectional spiral dataset (see the module docstring)."""
-    if train_starts not in ("shared", "example"):
-        raise ValueError(f"train_starts must be 'shared' or 'example'; got {train_starts!r}.")
+    if train_starts not in TRAIN_STARTS:
+        raise ValueError(f"train_starts must be one of {', '.join(TRAIN_STARTS)}; got "
+                         f"{train_starts!r}.")
     length = n_obs + n_future
     if length + n_obs > NTOTAL:
         raise ValueError(f"n_obs + n_future + n_obs = {length + n_obs} exceeds the {NTOTAL} "
@@ -103,9 +110,9 @@ def spirals(n_spirals: int = 1000, n_obs: int = 100, n_future: int = 100,
     cc = np.stack([r_cc * np.cos(grid) + 5.0, r_cc * np.sin(grid)], 1)
     clockwise = rng.random(n_spirals) < 0.5
     starts = rng.integers(n_obs, NTOTAL - length - n_obs + 1, n_spirals)
-    if train_starts == "example":  # a stream of its own: the test spirals stay as they are
-        starts[:n_train] = np.random.default_rng([seed, 1]).integers(
-            n_obs, NTOTAL - n_obs, n_train)
+    if train_starts != "shared":  # a stream of its own: the test spirals stay as they are
+        high = NTOTAL - n_obs if train_starts == "example" else NTOTAL - length + 1
+        starts[:n_train] = np.random.default_rng([seed, 1]).integers(n_obs, high, n_train)
     window = starts[:, None] + np.arange(length)
     past_end = window >= NTOTAL
     window = np.minimum(window, NTOTAL - 1)

@@ -46,7 +46,13 @@ from experiments._common import (  # noqa: E402
     write_json,
     write_table,
 )
-from experiments.latent_data import poisson_events, rmse, spirals, subsample  # noqa: E402
+from experiments.latent_data import (  # noqa: E402
+    TRAIN_STARTS,
+    poisson_events,
+    rmse,
+    spirals,
+    subsample,
+)
 
 #: Table 2 of the paper: predictive RMSE on the test set.
 PAPER_TABLE2 = {"RNN": {30: 0.3937, 50: 0.3202, 100: 0.1813},
@@ -762,13 +768,14 @@ def main(argv=None):
                         help="with --resume: evaluate the finished settings asked for afresh "
                              "from their final checkpoints (no training), e.g. to record "
                              "measures added since they ran")
-    parser.add_argument("--train-starts", choices=("shared", "example"), default="shared",
+    parser.add_argument("--train-starts", choices=TRAIN_STARTS, default="shared",
                         help="where the training spirals' windows start: 'shared', the test "
                              "spirals' range (leaving room for a future that training does "
                              "not use; the test futures then reach stretches of the curve "
-                             "no training window covers), or 'example', the reference "
-                             "example's whole range (the windows cover every stretch the "
-                             "test futures reach); the test spirals are the same")
+                             "no training window covers); 'cover', far enough that the "
+                             "windows reach as far as the test futures; 'example', the "
+                             "reference example's whole range, to the curves' ends; the "
+                             "test spirals are the same")
     parser.add_argument("--z0-split", action="store_true",
                         help="train nothing: split each recorded latent ODE row's error "
                              "between encoder and dynamics by fitting z0 to its test "

@@ -273,6 +273,9 @@ _POOLED = "python -m experiments.mnist --seed-runs RUN,RUN,... --out {folder}"
 LONG_RUNS = (
     ("latent_ode_paper", "Table 2 at paper scale (Section 5)", _latent,
      _RESUMED.format("latent_ode"), "results.json"),
+    ("latent_ode_example_starts",
+     "Table 2 with training windows over the reference example's whole range", _latent,
+     _RESUMED.format("latent_ode"), "results.json"),
     ("cnf_ml", "Figure 6 at a longer budget: maximum likelihood on two circles and two moons",
      _cnf, _RESUMED.format("cnf"), "results.json"),
     ("cnf_density", "Figures 4-5 at the paper's CNF budget, the planar NF at equal time", _cnf,

@@ -87,9 +87,15 @@ def test_example_train_starts_cover_every_test_future_and_keep_the_test_spirals(
     # force count; few training spirals leave some uncovered in either mode.
     for d in (shared, example):
         np.testing.assert_array_equal(d.unseen_future(), _unseen_by_brute_force(d))
+    # "cover" reaches as far as the test futures and no further: nothing past the end.
+    cover = spirals(n_spirals=60, n_train=40, noise_std=0.2, seed=5, train_starts="cover")
+    np.testing.assert_array_equal(cover.noisy[test], shared.noisy[test])
+    assert cover.starts[:40].max() <= 800 and np.isfinite(cover.clean).all()
     full = spirals(noise_std=0.1, seed=0)
     assert full.unseen_future()[800:].mean() > 0.05
     assert not spirals(noise_std=0.1, seed=0, train_starts="example").unseen_future()[800:].any()
+    # (random starts leave one test point, on the last index, to the cover's chance)
+    assert spirals(noise_std=0.1, seed=0, train_starts="cover").unseen_future()[800:].sum() <= 1
     with pytest.raises(ValueError, match="train_starts must be"):
         spirals(train_starts="everywhere")
 
