@@ -273,6 +273,9 @@ _POOLED = "python -m experiments.mnist --seed-runs RUN,RUN,... --out {folder}"
 LONG_RUNS = (
     ("latent_ode_paper", "Table 2 at paper scale (Section 5)", _latent,
      _RESUMED.format("latent_ode"), "results.json"),
+    ("latent_ode_cover_starts",
+     "Table 2 with training windows that reach as far as the test futures", _latent,
+     _RESUMED.format("latent_ode"), "results.json"),
     ("latent_ode_example_starts",
      "Table 2 with training windows over the reference example's whole range", _latent,
      _RESUMED.format("latent_ode"), "results.json"),
