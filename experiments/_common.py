@@ -369,15 +369,24 @@ def restore_variables(path: str | Path, variables) -> int:
     import numpy as np
 
     with np.load(path) as saved:
-        shapes = [saved[f"var{k}"].shape for k in range(len(variables))
-                  if f"var{k}" in saved]
-        if f"var{len(variables)}" in saved or shapes != [tuple(v.shape) for v in variables]:
+        shapes = _saved_shapes(saved)
+        if shapes != [tuple(v.shape) for v in variables]:
             raise ValueError(
                 f"The checkpoint {path} holds variables of shapes {shapes}, not those of this "
                 f"model ({[tuple(v.shape) for v in variables]}): it is another model's.")
-        for k, v in enumerate(variables):
-            v.assign(saved[f"var{k}"])
+        _assign(saved, "var", variables)
     return checkpoint_iteration(path)
+
+
+def _saved_shapes(saved) -> list[tuple]:
+    """The shapes of the model variables a checkpoint of :func:`_save` holds, in order."""
+    return [saved[f"var{k}"].shape for k in range(sum(f.startswith("var") for f in saved.files))]
+
+
+def _assign(saved, prefix: str, variables) -> None:
+    """Assigns a checkpoint's arrays ``{prefix}0``, ``{prefix}1``, ... to ``variables``."""
+    for k, v in enumerate(variables):
+        v.assign(saved[f"{prefix}{k}"])
 
 
 def _restore(path: Path, label: str, variables, optimizer) -> tuple[list[dict], dict]:
@@ -388,16 +397,13 @@ def _restore(path: Path, label: str, variables, optimizer) -> tuple[list[dict], 
 
     with np.load(path) as saved:
         meta = json.loads(str(saved["meta"]))
-        shapes = [saved[f"var{k}"].shape for k in range(len(variables))
-                  if f"var{k}" in saved]
+        shapes = _saved_shapes(saved)
         if meta["label"] != label or shapes != [tuple(v.shape) for v in variables]:
             raise ValueError(
                 f"The checkpoint {path} is of another run ({meta['label']!r}, variable "
                 f"shapes {shapes}), not of {label!r}; delete it or run without --resume.")
-        for k, v in enumerate(variables):
-            v.assign(saved[f"var{k}"])
-        for k, v in enumerate(optimizer.variables):
-            v.assign(saved[f"opt{k}"])
+        _assign(saved, "var", variables)
+        _assign(saved, "opt", optimizer.variables)
         if "history" in meta:  # the older format: one JSON row per iteration
             return meta["history"], meta["history"][-1]
         columns = {key: saved[f"hist:{key}"].tolist() for key in meta["history_keys"]}

@@ -330,13 +330,13 @@ def z0_split(model, data, idx, steps: int = 600, lr: float = 0.02) -> dict:
     times = tf.constant(data.t)
     mean, _ = model.encode(tf.constant(x), tf.constant(t))
     everything = np.broadcast_to(np.arange(len(data.t)), clean.shape[:2])
-    starts = {
+    initial_states = {
         "encoder": mean.numpy(),
         "fitted": fit_z0(model, mean, data.t, x, idx[test], data.noise_std, steps, lr),
         "oracle": fit_z0(model, mean, data.t, clean, everything, data.noise_std, steps, lr)}
     quarters = np.array_split(np.arange(n_obs, len(data.t)), 4)
     row = {}
-    for name, z0 in starts.items():
+    for name, z0 in initial_states.items():
         path = model.predict_path(None, None, times, z0=tf.constant(z0))[0].numpy()
         row[f"{name}_rmse"] = rmse(path[:, n_obs:], clean[:, n_obs:])
         row[f"{name}_by_quarter"] = [rmse(path[:, q], clean[:, q]) for q in quarters]
