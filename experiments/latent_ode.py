@@ -443,8 +443,9 @@ def table2(args, out: Path) -> list[dict]:
                 f"{args.train_starts}: the training data differ, so they cannot share one "
                 "table. Give this run another --out.")
     rows = json.loads(rows_path.read_text()) if args.resume and rows_path.exists() else []
-    # A setting trained for fewer iterations than asked now is extended: its row goes,
-    # and its checkpoint continues the training (bitwise as if run that long at once).
+    # A setting trained for fewer iterations than asked now is extended: its checkpoint
+    # continues the training (bitwise as if run that long at once), and its row stays in
+    # rows.json until the new one replaces it, so that a stopped run loses no row.
     mine = {_done_key(noise, n, kind, seed, solver_label(kind, args)) for noise in args.noise
             for n in args.n_obs for seed in args.seeds for kind in args.models}
     planned = {kind: args.iters if kind == "latent_ode" else args.rnn_iters for kind in MODELS}
@@ -453,9 +454,13 @@ def table2(args, out: Path) -> list[dict]:
     for r in extended:
         decays = args.lr_decay if r["key"] == "latent_ode" else args.rnn_decay
         if decays == "cosine":
-            # The schedule spans the whole run: a longer run is a new run.
+            # The schedule spans the whole run: a longer run is a new run. The finished
+            # shorter run's checkpoint goes; one at another iteration is of a retraining
+            # that was stopped, and continues.
             stem = _stem(r["key"], r["noise"], r["n"], r.get("seed", 0), args)
-            (out / f"checkpoint_{stem}.npz").unlink(missing_ok=True)
+            path = out / f"checkpoint_{stem}.npz"
+            if path.exists() and checkpoint_iteration(path) == r["iterations"]:
+                path.unlink()
             print(f"-- {r['model']}, noise {r['noise']:g}, n = {r['n']}: retraining for "
                   f"{planned[r['key']]} iterations (its learning rate schedule spans the run)")
             continue
@@ -486,6 +491,7 @@ def table2(args, out: Path) -> list[dict]:
             previous[_row_key(r)] = r
         again = [r for r in again if _row_key(r) in previous]
         extended += again
+    pending = {_row_key(r): r for r in extended}  # written back until replaced
     rows = [r for r in rows if r not in extended]
     done = {_row_key(r) for r in rows}
     for noise in args.noise:
@@ -503,9 +509,11 @@ def table2(args, out: Path) -> list[dict]:
                             and row["backward_method"] is None:
                         row["backward_method"] = previous[_row_key(row)].get(
                             "backward_method")  # no backward solve ran this time
+                    pending.pop(_row_key(row), None)
                     with _locked(rows_path):
                         rows = _merge_rows(rows_path, rows + [row], mine)
-                        write_json(rows_path, rows)  # the checkpoint --resume continues from
+                        # what --resume continues from
+                        write_json(rows_path, rows + list(pending.values()))
                     print(f"   test RMSE (100 future points) {row['rmse']:.4f}", flush=True)
     return rows
 

@@ -689,3 +689,39 @@ def test_memory_growth_benchmark_measures_each_method_in_its_own_process(tmp_pat
     assert rows[1]["above_baseline_mib_per_step"] == 0.0
     saved = json.loads((tmp_path / "growth_default_threads.json").read_text())
     assert saved["baseline"] == "tf_dopri5" and len(saved["rows"]) == 2
+
+
+def test_an_extension_stopped_midway_keeps_the_rows_it_has_not_replaced(tmp_path, monkeypatch):
+    """Settings asked for more iterations than recorded are retrained one by one; a run
+    stopped after the first keeps the others' shorter rows in rows.json (a later
+    --resume extends them from their checkpoints), and the first's new row replaces its
+    old one."""
+    from experiments import latent_ode
+
+    argv = ["--models", "latent_ode", "--n-obs", "30,50", "--noise", "0.3", "--batch", "20",
+            "--skip", "poisson", "--resume", "--out", str(tmp_path)]
+
+    class Stopped(Exception):
+        pass
+
+    trained = []
+
+    def fake(kind, data, idx, args, out, seed=0):
+        if args.iters == 3 and trained:
+            raise Stopped  # the longer run is stopped during its second setting
+        trained.append(kind)
+        n = np.shape(idx)[-1]  # observation times per spiral
+        return {"model": latent_ode.MODELS[kind], "key": kind, "noise": 0.3, "n": n,
+                "seed": seed, "solver": latent_ode.solver_label(kind, args),
+                "iterations": args.iters, "train_starts": "shared", "rmse": 0.5}
+
+    monkeypatch.setattr(latent_ode, "train_spiral_model", fake)
+    monkeypatch.setattr(latent_ode, "figure8", lambda args, out: out / "none.png")
+    latent_ode.main(argv + ["--iters", "2"])
+    trained.clear()
+    first = json.loads((tmp_path / "rows.json").read_text())
+    assert sorted((r["n"], r["iterations"]) for r in first) == [(30, 2), (50, 2)]
+    with pytest.raises(Stopped):
+        latent_ode.main(argv + ["--iters", "3"])
+    kept = json.loads((tmp_path / "rows.json").read_text())
+    assert sorted((r["n"], r["iterations"]) for r in kept) == [(30, 3), (50, 2)]
