@@ -110,7 +110,19 @@ def test_seen_and_unseen_errors_split_the_future_points():
     assert got["rmse_unseen"] == pytest.approx(np.sqrt(25 / 2))
     assert got["rmse_seen"] == pytest.approx(np.sqrt((2 + 4 + 4) / 5 / 2))
     assert got["unseen_share"] == pytest.approx(1 / 6)
-    assert latent_ode._seen_unseen(extrap, truth, np.zeros((2, 3), bool))["rmse_unseen"] is None
+    # The covered points at the uncovered one's step (the third): only [0, 0] of spiral 2.
+    assert got["rmse_seen_matched"] == pytest.approx(0.0)
+    none = latent_ode._seen_unseen(extrap, truth, np.zeros((2, 3), bool))
+    assert none["rmse_unseen"] is None and none["rmse_seen_matched"] is None
+    # Step 2 uncovered in both spirals: no covered point there, so it drops out; at
+    # step 3 the covered point is spiral 2's, of error 0.
+    unseen = np.array([[False, True, True], [False, True, False]])
+    got = latent_ode._seen_unseen(extrap, truth, unseen)
+    assert got["rmse_seen_matched"] == pytest.approx(0.0)
+    unseen = np.array([[False, True, False], [False, False, True]])
+    got = latent_ode._seen_unseen(extrap, truth, unseen)
+    # step 2: covered spiral 2 (err 4); step 3: covered spiral 1 (err 25); weights 1 : 1
+    assert got["rmse_seen_matched"] == pytest.approx(np.sqrt((4 + 25) / 2 / 2))
 
 
 def test_subsample_is_irregular_sorted_without_replacement_and_seeded():
