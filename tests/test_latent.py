@@ -539,7 +539,18 @@ def test_experiment_tiny_run_writes_table_figures_and_resumes(tmp_path, capsys):
     assert "encoder_rmse" in (tmp_path / "z0_split.md").read_text()
     with pytest.raises(ValueError, match="no recorded latent ODE row"):
         latent_ode.main(argv + ["--z0-split", "--seeds", "7"])
-    # Rows of other training data do not join this folder's table.
+    # Rows of other training data do not join this folder's table; in a folder of their
+    # own they also record their error split by the default range's windows.
+    wide = latent_ode.main(argv[:-2] + ["--models", "rnn_dt", "--skip", "poisson",
+                                        "--train-starts", "cover",
+                                        "--out", str(tmp_path / "cover")])["runs"][0]
+    from experiments.latent_data import spirals
+
+    share = spirals(noise_std=0.3).unseen_future()[800:].mean()
+    assert share > 0.1 and wide["unseen_share"] < 0.01
+    assert wide["rmse"] == pytest.approx(np.sqrt(
+        (1 - share) * wide["rmse_default_seen"] ** 2 + share * wide["rmse_default_unseen"] ** 2))
+    assert "rmse_default_seen" not in lo
     with pytest.raises(ValueError, match="--train-starts shared, not example"):
         latent_ode.main(argv + ["--resume", "--train-starts", "example"])
     assert lo["train_starts"] == "shared" and lo["unseen_share"] > 0
