@@ -25,6 +25,7 @@ iterations, minibatches of 100 and tolerance 1e-5.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import time
@@ -250,7 +251,7 @@ def train_spiral_model(kind: str, data, idx, args, out: Path, seed: int = 0) -> 
            "rmse_by_quarter": [rmse(extrap[:, q], truth[:, q]) for q in quarters],
            # Future points on stretches of the curve that no training window covers.
            **_seen_unseen(extrap, truth, data.unseen_future()[test]),
-           "train_starts": data.train_starts,
+           "train_starts": data.train_starts, "history": f"history_{stem}.csv",
            "iterations": iters, "batch": batch, "train_s": train_s,
            "final_loss": history[-1]["loss"]}
     if data.train_starts != "shared":
@@ -637,6 +638,56 @@ def calibrate_noise(rows: list[dict]) -> dict | None:
     return {"levels": levels, "chosen_noise": chosen["noise"], "closest_model": chosen["closest"]}
 
 
+def learning_curves(rows: list[dict], out: Path) -> Path | None:
+    """The test RMSE against the iteration (the ``test_rmse`` column of each row's
+    history, every ``--curve-every`` iterations), one panel per noise level and
+    observation count, one colour per model and solver (its seeds as separate lines),
+    the paper's rows dashed; ``learning_curves.png``, or None without curves."""
+    import csv
+
+    curves = []
+    for r in rows:
+        path = out / r.get("history", "")
+        if not r.get("history") or not path.exists():
+            continue
+        with open(path, newline="") as fh:
+            points = [(int(e["iteration"]), float(e["test_rmse"]))
+                      for e in csv.DictReader(fh) if e.get("test_rmse")]
+        if points:
+            curves.append((r, *zip(*points, strict=True)))
+    if not curves:
+        return None
+    plt = pyplot()
+    noises = sorted({r["noise"] for r, *_ in curves})
+    ns = sorted({r["n"] for r, *_ in curves})
+    def name(r):
+        return r["model"] if r["solver"] == "-" else f"{r['model']}, {r['solver']}"
+
+    labels = list(dict.fromkeys(name(r) for r, *_ in curves))
+    colours = {label: plt.get_cmap("tab10")(k % 10) for k, label in enumerate(labels)}
+    fig, axes = plt.subplots(len(noises), len(ns), figsize=(4.6 * len(ns), 3.4 * len(noises)),
+                             squeeze=False, sharey=True)
+    for r, iterations, rmses in curves:
+        ax = axes[noises.index(r["noise"]), ns.index(r["n"])]
+        ax.plot(iterations, rmses, color=colours[name(r)], lw=1, alpha=0.85)
+    for (i, noise), (j, n) in itertools.product(enumerate(noises), enumerate(ns)):
+        ax = axes[i, j]
+        for name, style in (("Latent ODE", "--"), ("RNN", ":")):
+            if n in PAPER_TABLE2[name]:
+                ax.axhline(PAPER_TABLE2[name][n], color="k", ls=style, lw=1)
+        ax.set_yscale("log")
+        ax.set_title(f"noise {noise:g}, {n}/100 observations", fontsize=10)
+        ax.set_xlabel("iteration")
+        if j == 0:
+            ax.set_ylabel("test RMSE, 100 future points")
+    handles = [plt.Line2D([], [], color=colours[label], label=label) for label in labels]
+    handles += [plt.Line2D([], [], color="k", ls=style, label=f"{name} (paper)")
+                for name, style in (("Latent ODE", "--"), ("RNN", ":"))]
+    axes[0, -1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1),
+                       fontsize=7)
+    return save_figure(fig, out / "learning_curves.png")
+
+
 def figure8(args, out: Path) -> Path | None:
     """Figure 8: reconstruction and extrapolation of test spirals by the RNN (with
     time gaps) and the latent ODE, for the noisiest setting and the fewest points;
@@ -867,6 +918,9 @@ def main(argv=None):
         table, cols = table2_markdown(rows, sorted({r["n"] for r in rows}))
         summary["table2"] = table
         write_table(out / "table2", table, cols)
+        curves = learning_curves(rows, out)
+        if curves is not None:
+            summary["learning_curves"] = str(curves)
         calibration = calibrate_noise(rows)
         if calibration is not None:
             summary["noise_calibration"] = calibration

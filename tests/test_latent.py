@@ -512,7 +512,10 @@ def test_experiment_tiny_run_writes_table_figures_and_resumes(tmp_path, capsys):
     assert float(curve[2].split(",")[-1]) == pytest.approx(lo["rmse"], rel=1e-9)
     table = (tmp_path / "table2.md").read_text()
     assert "Latent ODE (paper)" in table and "0.1642" in table
-    for name in ("figure8_spirals.png", "figure7_poisson.png", "table2.csv", "results.json"):
+    assert {r["history"] for r in summary["runs"]} == {
+        p.name for p in tmp_path.glob("history_*.csv")}
+    for name in ("figure8_spirals.png", "figure7_poisson.png", "table2.csv", "results.json",
+                 "learning_curves.png"):
         assert (tmp_path / name).stat().st_size > 0
     ll = summary["poisson"]["test_loglik_per_event"]
     assert set(ll) == {"latent_ode", "true_intensity", "homogeneous"}
