@@ -660,6 +660,7 @@ def learning_curves(rows: list[dict], out: Path) -> Path | None:
     plt = pyplot()
     noises = sorted({r["noise"] for r, *_ in curves})
     ns = sorted({r["n"] for r, *_ in curves})
+
     def name(r):
         return r["model"] if r["solver"] == "-" else f"{r['model']}, {r['solver']}"
 
