@@ -211,6 +211,12 @@ def finish(out: Path, summary: dict, start: float) -> dict:
     return summary
 
 
+def read_csv(path: str | Path) -> list[dict]:
+    """The rows of a CSV file as dictionaries."""
+    with open(path, encoding="utf-8", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
 def write_table(stem: Path, rows: list[dict], columns: list[str]) -> str:
     """Prints ``rows`` as a markdown table and writes it as ``stem.md`` and ``stem.csv``."""
     table = markdown_table(rows, columns)

@@ -41,6 +41,7 @@ from experiments._common import (  # noqa: E402
     fit,
     machine,
     pyplot,
+    read_csv,
     restore_variables,
     save_figure,
     script_parser,
@@ -58,6 +59,7 @@ from experiments.latent_data import (  # noqa: E402
 #: Table 2 of the paper: predictive RMSE on the test set.
 PAPER_TABLE2 = {"RNN": {30: 0.3937, 50: 0.3202, 100: 0.1813},
                 "Latent ODE": {30: 0.1642, 50: 0.1502, 100: 0.1346}}
+PAPER_STYLES = {"Latent ODE": "--", "RNN": ":"}  # the paper's rows in learning_curves.png
 MODELS = {"latent_ode": "Latent ODE", "rnn": "RNN", "rnn_dt": "RNN + time gaps"}
 
 
@@ -643,16 +645,13 @@ def learning_curves(rows: list[dict], out: Path) -> Path | None:
     history, every ``--curve-every`` iterations), one panel per noise level and
     observation count, one colour per model and solver (its seeds as separate lines),
     the paper's rows dashed; ``learning_curves.png``, or None without curves."""
-    import csv
-
     curves = []
     for r in rows:
         path = out / r.get("history", "")
         if not r.get("history") or not path.exists():
             continue
-        with open(path, newline="") as fh:
-            points = [(int(e["iteration"]), float(e["test_rmse"]))
-                      for e in csv.DictReader(fh) if e.get("test_rmse")]
+        points = [(int(e["iteration"]), float(e["test_rmse"]))
+                  for e in read_csv(path) if e.get("test_rmse")]
         if points:
             curves.append((r, *zip(*points, strict=True)))
     if not curves:
@@ -661,19 +660,19 @@ def learning_curves(rows: list[dict], out: Path) -> Path | None:
     noises = sorted({r["noise"] for r, *_ in curves})
     ns = sorted({r["n"] for r, *_ in curves})
 
-    def name(r):
+    def label_of(r):
         return r["model"] if r["solver"] == "-" else f"{r['model']}, {r['solver']}"
 
-    labels = list(dict.fromkeys(name(r) for r, *_ in curves))
+    labels = list(dict.fromkeys(label_of(r) for r, *_ in curves))
     colours = {label: plt.get_cmap("tab10")(k % 10) for k, label in enumerate(labels)}
     fig, axes = plt.subplots(len(noises), len(ns), figsize=(4.6 * len(ns), 3.4 * len(noises)),
                              squeeze=False, sharey=True)
     for r, iterations, rmses in curves:
         ax = axes[noises.index(r["noise"]), ns.index(r["n"])]
-        ax.plot(iterations, rmses, color=colours[name(r)], lw=1, alpha=0.85)
+        ax.plot(iterations, rmses, color=colours[label_of(r)], lw=1, alpha=0.85)
     for (i, noise), (j, n) in itertools.product(enumerate(noises), enumerate(ns)):
         ax = axes[i, j]
-        for name, style in (("Latent ODE", "--"), ("RNN", ":")):
+        for name, style in PAPER_STYLES.items():
             if n in PAPER_TABLE2[name]:
                 ax.axhline(PAPER_TABLE2[name][n], color="k", ls=style, lw=1)
         ax.set_yscale("log")
@@ -683,7 +682,7 @@ def learning_curves(rows: list[dict], out: Path) -> Path | None:
             ax.set_ylabel("test RMSE, 100 future points")
     handles = [plt.Line2D([], [], color=colours[label], label=label) for label in labels]
     handles += [plt.Line2D([], [], color="k", ls=style, label=f"{name} (paper)")
-                for name, style in (("Latent ODE", "--"), ("RNN", ":"))]
+                for name, style in PAPER_STYLES.items()]
     axes[0, -1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1),
                        fontsize=7)
     return save_figure(fig, out / "learning_curves.png")

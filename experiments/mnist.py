@@ -37,6 +37,7 @@ from experiments._common import (  # noqa: E402
     machine,
     markdown_table,
     pyplot,
+    read_csv,
     replace_atomically,
     save_figure,
     script_parser,
@@ -67,12 +68,6 @@ def make_dataset(x, y, batch: int, train: bool, seed: int = 0):
 
         ds = ds.map(crop, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
-
-
-def read_csv(path: Path) -> list[dict]:
-    """The rows of a CSV file as dictionaries."""
-    with open(path, encoding="utf-8", newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 def epoch_timer():
