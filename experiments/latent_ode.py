@@ -255,7 +255,7 @@ def train_spiral_model(kind: str, data, idx, args, out: Path, seed: int = 0) -> 
            **_seen_unseen(extrap, truth, data.unseen_future()[test]),
            "train_starts": data.train_starts, "history": f"history_{stem}.csv",
            "iterations": iters, "batch": batch, "train_s": train_s,
-           "final_loss": history[-1]["loss"]}
+           "final_loss": history[-1]["loss"], "rmse_tail": curve_tail(history)}
     if data.train_starts != "shared":
         # The same split by the default range's windows (the test spirals are the same):
         # how the wider training does on the stretches the default already covered.
@@ -284,6 +284,19 @@ def train_spiral_model(kind: str, data, idx, args, out: Path, seed: int = 0) -> 
     np.savez(out / f"pred_{stem}.npz", recon=recon[keep], extrap=extrap[keep],
              obs_index=idx[test][keep], z=np.zeros(0) if z is None else z[:, keep])
     return row
+
+
+def curve_tail(history: list[dict], share: float = 0.1) -> float | None:
+    """The mean test RMSE of the learning curve's points in the last ``share`` of the
+    iterations (``None`` without such points).
+
+    Under a constant learning rate the final iterate's RMSE moves from one curve point
+    to the next; this mean says where the curve has settled.
+    """
+    last = history[-1]["iteration"]
+    points = [h["test_rmse"] for h in history
+              if "test_rmse" in h and h["iteration"] > (1.0 - share) * last]
+    return float(np.mean(points)) if points else None
 
 
 def fit_z0(model, z0, times, targets, index, std: float, steps: int = 600,
@@ -544,18 +557,27 @@ def table2(args, out: Path) -> list[dict]:
 
 def table2_markdown(rows: list[dict], n_obs) -> tuple[list[dict], list[str]]:
     """Table 2 as rows: one per (model, solver, noise, iterations), then the paper's.
-    Over several seeds an entry is ``mean ± standard deviation (seeds)``."""
+    Over several seeds an entry is ``mean ± standard deviation (seeds)``. A latent ODE
+    row whose runs recorded learning curves is followed by their late-curve means
+    (:func:`curve_tail`)."""
     cols = ["model", "solver", "noise", "iterations"] + [f"{n}/100" for n in n_obs]
     groups: dict = {}
+    tails: dict = {}  # the latent ODE's late-curve means (its rate is constant)
     for r in rows:
         key = (r["model"], r.get("solver", "-"), r["noise"], r["iterations"])
         groups.setdefault(key, {}).setdefault(r["n"], []).append(r["rmse"])
+        if r.get("key") == "latent_ode":
+            tails.setdefault(key, {}).setdefault(r["n"], []).append(r.get("rmse_tail"))
     out = []
     for (model, solver, noise, iters), by_n in sorted(
             groups.items(), key=lambda kv: (-kv[0][2], kv[0][0], kv[0][1], kv[0][3])):
         entry = {"model": model, "solver": solver, "noise": noise, "iterations": iters}
         entry.update({f"{n}/100": _spread(values) for n, values in by_n.items()})
         out.append(entry)
+        late = tails.get((model, solver, noise, iters), {})
+        if late and not any(None in values for values in late.values()):
+            out.append({**entry, "model": f"{model}, late-curve mean",
+                        **{f"{n}/100": _spread(values) for n, values in late.items()}})
     for name, values in PAPER_TABLE2.items():
         out.append({"model": f"{name} (paper)",
                     "solver": "odeint 1.49e-08 (adjoint)" if name == "Latent ODE" else "-",
@@ -600,8 +622,10 @@ def headline(rows: list[dict], noise: float, iterations: int | None = None) -> l
         for seed in seeds:
             methods.setdefault(by_seed[seed]["solver"], []).append(seed)
         values = [by_seed[seed]["rmse"] for seed in seeds]
+        tails = [by_seed[seed].get("rmse_tail") for seed in seeds]
         out.append({"n": n, "noise": noise, "iterations": iterations, "rmse": _spread(values),
                     "mean": float(np.mean(values)), "std": float(np.std(values)),
+                    "late_curve": "-" if None in tails else _spread(tails),
                     "seeds": seeds, "methods": "; ".join(
                         f"{solver}: seed {', '.join(map(str, ss))}"
                         for solver, ss in methods.items()),
@@ -932,7 +956,8 @@ def main(argv=None):
             if lines:
                 summary["headline"] = lines
                 write_table(out / "headline", lines,
-                            ["n", "noise", "iterations", "rmse", "paper", "methods"])
+                            ["n", "noise", "iterations", "rmse", "late_curve", "paper",
+                             "methods"])
         if not is_variant(solver_label("latent_ode", args)):  # Figure 8 is the paper's model
             summary["figure8"] = str(figure8(args, out))
     if "poisson" not in args.skip:

@@ -194,8 +194,10 @@ def _latent(d: dict) -> list[str]:
     if d.get("headline"):
         lines += ["", "Headline, the latent ODE at the calibrated noise over its seeds (the "
                   "paper's adjoint where a seed has it, else the fast path):", "",
-                  markdown_table(d["headline"], ["n", "noise", "iterations", "rmse", "paper",
-                                                 "methods"])]
+                  markdown_table(d["headline"], ["n", "noise", "iterations", "rmse",
+                                                 "late_curve", "paper", "methods"]),
+                  "", "(late_curve: the mean of each seed's learning-curve test RMSE over "
+                  "the last 10% of its iterations, the spread over seeds.)"]
     trained = sum(r.get("train_s", 0.0) for r in d.get("runs", []))
     lines += ["", f"Training time of these {len(d.get('runs', []))} models: "
               f"{trained / 60:.1f} min."]

@@ -461,6 +461,17 @@ def test_noise_calibration_picks_the_level_nearest_the_papers_rnn_row():
     assert got["chosen_noise"] == 0.3 and got["closest_model"] == "rnn (GRU cell)"
 
 
+def test_the_late_curve_is_the_mean_of_the_last_tenths_curve_points():
+    from experiments.latent_ode import curve_tail
+
+    history = [{"iteration": i, "loss": 0.0} for i in range(1, 1001)]
+    for h in history[24::25]:  # a curve point every 25 iterations
+        h["test_rmse"] = h["iteration"] / 1000
+    assert curve_tail(history) == pytest.approx(np.mean([0.925, 0.95, 0.975, 1.0]))
+    assert curve_tail(history, share=0.03) == pytest.approx(np.mean([0.975, 1.0]))
+    assert curve_tail([{"iteration": i, "loss": 0.0} for i in range(1, 9)]) is None
+
+
 def test_headline_takes_the_papers_method_per_seed_and_the_fast_path_for_the_rest():
     from experiments import latent_ode
 
@@ -476,13 +487,17 @@ def test_headline_takes_the_papers_method_per_seed_and_the_fast_path_for_the_res
             row(3, fast + ", 2-layer dynamics", 0.01, iterations=9000),
             row(2, adjoint, 0.05, iterations=4000), row(3, "-", 0.02, key="rnn")]
     (got,) = latent_ode.headline(rows, 0.1, 2000)
-    assert got["seeds"] == [0, 1, 2]
+    assert got["seeds"] == [0, 1, 2] and got["late_curve"] == "-"  # no curves recorded
     assert got["mean"] == pytest.approx(0.40) and got["std"] == pytest.approx(np.std([.3, .4, .5]))
     assert got["methods"] == f"{adjoint}: seed 0; {fast}: seed 1, 2"
     assert got["paper"] == 0.1642
     assert latent_ode.headline(rows, 0.3, 2000) == []
     (longest,) = latent_ode.headline(rows, 0.1)  # the longest constant-rate training
     assert longest["iterations"] == 4000 and longest["seeds"] == [2]
+    for r, tail in zip(rows[:4], [0.2, 0.8, 0.3, 0.6], strict=True):
+        r["rmse_tail"] = tail
+    (got,) = latent_ode.headline(rows, 0.1, 2000)  # the rows the headline took
+    assert got["late_curve"] == f"{np.mean([.2, .3, .6]):.4f} ± {np.std([.2, .3, .6]):.4f} (3)"
     assert latent_ode.headline(rows, 0.3) == []
 
 
@@ -512,6 +527,10 @@ def test_experiment_tiny_run_writes_table_figures_and_resumes(tmp_path, capsys):
     assert float(curve[2].split(",")[-1]) == pytest.approx(lo["rmse"], rel=1e-9)
     table = (tmp_path / "table2.md").read_text()
     assert "Latent ODE (paper)" in table and "0.1642" in table
+    # Two iterations, a curve point at each second one: the late curve is the last point.
+    assert lo["rmse_tail"] == pytest.approx(lo["rmse"], rel=1e-9)
+    assert f"| Latent ODE, late-curve mean | {lo['solver']} | 0.3 | 2 | {lo['rmse_tail']:.4f} |" \
+        in table
     assert {r["history"] for r in summary["runs"]} == {
         p.name for p in tmp_path.glob("history_*.csv")}
     for name in ("figure8_spirals.png", "figure7_poisson.png", "table2.csv", "results.json",

@@ -49,15 +49,16 @@ def test_smoke_run_writes_a_report_with_tables_paper_numbers_and_live_links(tmp_
     d["noise_calibration"] = {"chosen_noise": 0.1, "closest_model": "rnn_dt", "levels": [
         {"noise": 0.1, "distance": 0.5, "closest": "rnn_dt"}]}
     d["headline"] = [{"n": 30, "noise": 0.1, "iterations": 2, "rmse": "0.5 ± 0.1 (3)",
-                      "paper": 0.1642, "methods": "odeint: seed 0; tf_dopri5: seed 1, 2"}]
+                      "late_curve": "0.6 ± 0.2 (3)", "paper": 0.1642,
+                      "methods": "odeint: seed 0; tf_dopri5: seed 1, 2"}]
     results.write_text(json.dumps(d))
     assert reproduce.main(["--report-only", "--out", str(tmp_path)]) == 0
     report = (tmp_path / "REPORT.md").read_text()
     section = report.split("## Table 2 at paper scale (Section 5)")[1].split("\n## ")[0]
     assert "Reproduced: nothing yet." in section and "| Latent ODE (paper) |" in section
     assert "nearest level is **0.1** (rnn_dt)" in section
-    assert "| 30 | 0.1 | 2 | 0.5 ± 0.1 (3) | 0.164 | odeint: seed 0; tf_dopri5: seed 1, 2 |" \
-        in section
+    assert ("| 30 | 0.1 | 2 | 0.5 ± 0.1 (3) | 0.6 ± 0.2 (3) | 0.164 | odeint: seed 0; "
+            "tf_dopri5: seed 1, 2 |") in section
 
 
 def test_unknown_experiment_is_refused(capsys):
