@@ -316,11 +316,15 @@ def _mode(folder: Path, name: str, d: dict) -> tuple[str, str]:
 
 def build_report(out: Path, runs: list[dict] | None = None) -> Path:
     """Writes ``out/REPORT.md`` from the ``results.json`` of every experiment under
-    ``out`` (missing experiments are listed as such)."""
+    ``out`` (missing experiments are listed as such), after ``out/SUMMARY.md`` (the
+    verdicts at a glance, written by hand) where there is one."""
     out = Path(out)
     lines = ["# tfode: reproduction report", "",
              "Neural Ordinary Differential Equations (Chen et al., NeurIPS 2018), reproduced "
              "with tfode: TensorFlow dynamics, SciPy ODEPACK/VODE solvers, the adjoint.", ""]
+    summary = out / "SUMMARY.md"  # hand-written: each claim of the paper and its verdict
+    if summary.exists():
+        lines += [summary.read_text(encoding="utf-8").strip(), ""]
     machine = None
     long_runs = {s[0]: s for s in LONG_RUNS if (out / s[0] / s[4]).exists()}
     for name, title, render, *_ in (*SECTIONS, *long_runs.values()):

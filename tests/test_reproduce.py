@@ -38,6 +38,13 @@ def test_smoke_run_writes_a_report_with_tables_paper_numbers_and_live_links(tmp_
     before = report.split("## Runs")[0]
     assert reproduce.main(["--report-only", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "REPORT.md").read_text().split("## Runs")[0] == before
+    # A hand-written summary of the verdicts leads the report, before every section.
+    (tmp_path / "SUMMARY.md").write_text("## At a glance\n\nTable 2: not yet.\n")
+    assert reproduce.main(["--report-only", "--out", str(tmp_path)]) == 0
+    report = (tmp_path / "REPORT.md").read_text()
+    assert report.index("Table 2: not yet.") < report.index("## Spiral demo")
+    assert report.replace("## At a glance\n\nTable 2: not yet.\n\n", "").split(
+        "## Runs")[0] == before
     # A long run's folder joins the report, with its hand-written notes.
     import shutil
 
