@@ -24,6 +24,7 @@ iterations, minibatches of 100 and tolerance 1e-5.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import itertools
 import json
@@ -368,13 +369,13 @@ def z0_split(model, data, idx, steps: int = 600, lr: float = 0.02) -> dict:
     return row
 
 
-def z0_split_table(args, out: Path) -> list[dict]:
-    """:func:`z0_split` of every recorded latent ODE row of the asked settings (noise
-    levels, n, seeds, solver, ``--iters``), from its final checkpoint; written as
-    ``z0_split.json`` / ``.md`` / ``.csv``."""
+def _recorded_models(args, out: Path, flag: str):
+    """Yields ``(row, model, data, idx)`` for every recorded latent ODE row of the asked
+    settings (noise levels, n, seeds, solver, ``--iters``, ``--train-starts``), the
+    model loaded from its final checkpoint; ``flag`` names the option in errors."""
     rows_path = out / "rows.json"
     if not rows_path.exists():
-        raise FileNotFoundError(f"--z0-split evaluates recorded rows: {rows_path} does not "
+        raise FileNotFoundError(f"{flag} evaluates recorded rows: {rows_path} does not "
                                 "exist; train the models first.")
     solver = solver_label("latent_ode", args)
     recorded = [r for r in json.loads(rows_path.read_text())
@@ -383,10 +384,9 @@ def z0_split_table(args, out: Path) -> list[dict]:
                 and r.get("seed", 0) in args.seeds and r["iterations"] == args.iters
                 and r.get("train_starts", "shared") == args.train_starts]
     if not recorded:
-        raise ValueError(f"--z0-split: no recorded latent ODE row in {rows_path} trained with "
+        raise ValueError(f"{flag}: no recorded latent ODE row in {rows_path} trained with "
                          f"{solver} for {args.iters} iterations at noise {args.noise}, n "
                          f"{args.n_obs}, seeds {args.seeds}.")
-    table = []
     for r in sorted(recorded, key=lambda r: (r["noise"], r["n"], r.get("seed", 0))):
         seed = r.get("seed", 0)
         path = out / f"checkpoint_{_stem('latent_ode', r['noise'], r['n'], seed, args)}.npz"
@@ -399,7 +399,17 @@ def z0_split_table(args, out: Path) -> list[dict]:
         data = spirals(noise_std=r["noise"], seed=args.data_seed,
                        train_starts=args.train_starts)
         idx = subsample(len(data.clean), data.n_obs, r["n"], seed=args.data_seed + r["n"])
-        row = {"noise": r["noise"], "n": r["n"], "seed": seed, "solver": solver,
+        yield r, model, data, idx
+
+
+def z0_split_table(args, out: Path) -> list[dict]:
+    """:func:`z0_split` of every recorded latent ODE row of the asked settings (noise
+    levels, n, seeds, solver, ``--iters``), from its final checkpoint; written as
+    ``z0_split.json`` / ``.md`` / ``.csv``."""
+    table = []
+    for r, model, data, idx in _recorded_models(args, out, "--z0-split"):
+        seed = r.get("seed", 0)
+        row = {"noise": r["noise"], "n": r["n"], "seed": seed, "solver": r["solver"],
                "iterations": r["iterations"], "recorded_rmse": r["rmse"],
                **z0_split(model, data, idx, args.z0_steps)}
         row["encoder_share"] = (row["encoder_rmse"] - row["fitted_rmse"]) / row["encoder_rmse"]
@@ -412,6 +422,56 @@ def z0_split_table(args, out: Path) -> list[dict]:
                 ["noise", "n", "seed", "iterations", "recorded_rmse", "encoder_rmse",
                  "fitted_rmse", "oracle_rmse", "encoder_share", "fitted_window",
                  "oracle_window"])
+    return table
+
+
+def method_check_table(args, out: Path) -> list[dict]:
+    """Every recorded latent ODE row of the asked settings, its final weights run
+    through a second solver (``--method-check METHOD``, same tolerance): the test
+    RMSE through each, and the full-batch training loss and its gradient through each
+    at the same reparameterisation draw. Shows whether rows trained on one path (the
+    in-graph fast path) stand for the other (the paper's SciPy adjoint) at the weights
+    they reached. Written as ``method_check.json`` / ``.md`` / ``.csv``."""
+    import tensorflow as tf
+
+    other_args = argparse.Namespace(**{**vars(args), "method": args.method_check})
+    table = []
+    for r, model, data, idx in _recorded_models(args, out, "--method-check"):
+        other = latent_model(r["noise"], other_args)
+        for mine, theirs in zip(other.trainable_variables, model.trainable_variables,
+                                strict=True):
+            mine.assign(theirs)
+        n_tr, n_obs, seed = data.n_train, data.n_obs, r.get("seed", 0)
+        x = tf.constant(np.take_along_axis(data.noisy[:, :n_obs], idx[..., None], 1))
+        t = tf.constant(data.t[idx])
+        truth = data.clean[n_tr:, n_obs:]
+        row = {"noise": r["noise"], "n": r["n"], "seed": seed, "iterations": r["iterations"],
+               "recorded_rmse": r["rmse"]}
+        grads = {}
+        for name, m in (("trained", model), ("other", other)):
+            start = time.perf_counter()
+            path, _ = m.predict_path(x[n_tr:], t[n_tr:], tf.constant(data.t))
+            row[f"{name}_rmse"] = rmse(path.numpy()[:, n_obs:], truth)
+            with tf.GradientTape() as tape:  # the training loss at the next iteration
+                loss = -tf.reduce_mean(m.elbo(x[:n_tr], t[:n_tr],
+                                              seed=np.array([seed, r["iterations"]])))
+            grads[name] = np.concatenate([tf.reshape(g, [-1]).numpy() for g in
+                                          tape.gradient(loss, m.trainable_variables)])
+            row[f"{name}_loss"] = float(loss)
+            row[f"{name}_s"] = time.perf_counter() - start
+        a, b = grads["trained"], grads["other"]
+        row["grad_rel_diff"] = float(np.linalg.norm(a - b) / np.linalg.norm(b))
+        row["grad_cosine"] = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+        print(f"-- noise {r['noise']:g}, n = {r['n']}, seed {seed}: test RMSE "
+              f"{row['trained_rmse']:.4f} ({args.method}) / {row['other_rmse']:.4f} "
+              f"({args.method_check}), gradients {row['grad_rel_diff']:.2e} apart",
+              flush=True)
+        table.append(row)
+    write_json(out / "method_check.json", table)
+    write_table(out / "method_check", table,
+                ["noise", "n", "seed", "iterations", "recorded_rmse", "trained_rmse",
+                 "other_rmse", "trained_loss", "other_loss", "grad_rel_diff", "grad_cosine",
+                 "trained_s", "other_s"])
     return table
 
 
@@ -886,6 +946,12 @@ def main(argv=None):
                              "spirals from its checkpoint (z0_split.json/.md/.csv)")
     parser.add_argument("--z0-steps", type=int, default=600,
                         help="Adam steps of each z0 fit of --z0-split")
+    parser.add_argument("--method-check", default=None, metavar="METHOD",
+                        help="train nothing: run each recorded latent ODE row's final "
+                             "weights (of --method) through METHOD at the same tolerance, "
+                             "e.g. odeint for the paper's SciPy adjoint, and compare the "
+                             "test RMSE, the training loss and its gradient "
+                             "(method_check.json/.md/.csv)")
     parser.add_argument("--dynamics-layers", type=int, default=1,
                         help="hidden layers of the latent dynamics (20 units each): 1, as "
                              "the paper describes it, or 2, as in the authors' example code "
@@ -922,6 +988,12 @@ def main(argv=None):
     if args.dynamics_layers < 1:
         parser.error(f"--dynamics-layers must be 1 or more hidden layers; got "
                      f"{args.dynamics_layers}")
+    if args.method_check is not None:
+        import tfode
+
+        if args.method_check not in tfode.methods():
+            parser.error(f"--method-check {args.method_check!r} is not a method; choose from "
+                         f"{', '.join(sorted(tfode.methods()))}")
     if args.reevaluate and not args.resume:
         parser.error("--reevaluate evaluates recorded settings from their checkpoints: "
                      "give --resume with it")
@@ -933,6 +1005,8 @@ def main(argv=None):
     out = Path(args.out)
     if args.z0_split:  # evaluates recorded models; results.json stays as it is
         return {"z0_split": z0_split_table(args, out)}
+    if args.method_check:  # the same
+        return {"method_check": method_check_table(args, out)}
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     summary = {"experiment": "latent_ode", "args": vars(args), "machine": machine()}

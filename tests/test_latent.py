@@ -561,6 +561,17 @@ def test_experiment_tiny_run_writes_table_figures_and_resumes(tmp_path, capsys):
     assert "encoder_rmse" in (tmp_path / "z0_split.md").read_text()
     with pytest.raises(ValueError, match="no recorded latent ODE row"):
         latent_ode.main(argv + ["--z0-split", "--seeds", "7"])
+    # --method-check runs the recorded weights (trained through SciPy's odeint with the
+    # adjoint) through the in-graph dopri5 as well: the same test RMSE, loss and
+    # gradient, to the tolerance, from two independent solvers and gradients.
+    (check,) = latent_ode.main(argv + ["--method-check", "tf_dopri5"])["method_check"]
+    assert check["trained_rmse"] == pytest.approx(lo["rmse"], rel=1e-9)
+    assert check["other_rmse"] == pytest.approx(lo["rmse"], rel=1e-3)
+    assert check["other_loss"] == pytest.approx(check["trained_loss"], rel=1e-3)
+    assert 0 < check["grad_rel_diff"] < 1e-2 and check["grad_cosine"] > 0.9999
+    assert "grad_rel_diff" in (tmp_path / "method_check.md").read_text()
+    with pytest.raises(SystemExit):
+        latent_ode.main(argv + ["--method-check", "rk99"])
     # Rows of other training data do not join this folder's table; in a folder of their
     # own they also record their error split by the default range's windows.
     wide = latent_ode.main(argv[:-2] + ["--models", "rnn_dt", "--skip", "poisson",
