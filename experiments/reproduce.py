@@ -176,7 +176,8 @@ def _cnf(d: dict) -> list[str]:
 def _latent(d: dict) -> list[str]:
     lines = []
     if d.get("table2"):
-        n_cols = [k for k in d["table2"][0] if k.endswith("/100")]
+        n_cols = sorted({k for r in d["table2"] for k in r if k.endswith("/100")},
+                        key=lambda k: int(k.split("/")[0]))  # in any row, by n
         lines += ["Table 2, predictive RMSE on the 100 points after the observed window "
                   "(test set, against the noise-free spirals), ours at each noise level and "
                   "the paper's:", "",

@@ -55,6 +55,9 @@ def test_smoke_run_writes_a_report_with_tables_paper_numbers_and_live_links(tmp_
     d = json.loads(results.read_text())
     d["noise_calibration"] = {"chosen_noise": 0.1, "closest_model": "rnn_dt", "levels": [
         {"noise": 0.1, "distance": 0.5, "closest": "rnn_dt"}]}
+    # Table 2's columns go by n, whatever order the rows were written in.
+    d["table2"].insert(0, {"model": "RNN", "noise": 0.1, "iterations": 2, "100/100": "0.2",
+                           "50/100": "0.3"})
     d["headline"] = [{"n": 30, "noise": 0.1, "iterations": 2, "rmse": "0.5 ± 0.1 (3)",
                       "late_curve": "0.6 ± 0.2 (3)", "paper": 0.1642,
                       "methods": "odeint: seed 0; tf_dopri5: seed 1, 2"}]
@@ -64,6 +67,7 @@ def test_smoke_run_writes_a_report_with_tables_paper_numbers_and_live_links(tmp_
     section = report.split("## Table 2 at paper scale (Section 5)")[1].split("\n## ")[0]
     assert "Reproduced: nothing yet." in section and "| Latent ODE (paper) |" in section
     assert "nearest level is **0.1** (rnn_dt)" in section
+    assert "| iterations | 30/100 | 50/100 | 100/100 |" in section
     assert ("| 30 | 0.1 | 2 | 0.5 ± 0.1 (3) | 0.6 ± 0.2 (3) | 0.164 | odeint: seed 0; "
             "tf_dopri5: seed 1, 2 |") in section
 
