@@ -622,7 +622,7 @@ def table2_markdown(rows: list[dict], n_obs) -> tuple[list[dict], list[str]]:
     (:func:`curve_tail`)."""
     cols = ["model", "solver", "noise", "iterations"] + [f"{n}/100" for n in n_obs]
     groups: dict = {}
-    tails: dict = {}  # the latent ODE's late-curve means (its rate is constant)
+    tails: dict = {}  # the latent ODE rows' late-curve means (rmse_tail)
     for r in rows:
         key = (r["model"], r.get("solver", "-"), r["noise"], r["iterations"])
         groups.setdefault(key, {}).setdefault(r["n"], []).append(r["rmse"])
