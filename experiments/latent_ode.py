@@ -185,6 +185,20 @@ def latent_model(noise: float, args):
                      dynamics_layers=getattr(args, "dynamics_layers", 1))
 
 
+def observed(data, idx) -> tuple[np.ndarray, np.ndarray]:
+    """Every spiral's noisy observations ``[spirals, n, 2]`` at the window indices
+    ``idx`` (``[spirals, n]``, from :func:`subsample`) and their times ``[spirals, n]``."""
+    return np.take_along_axis(data.noisy[:, :data.n_obs], idx[..., None], 1), data.t[idx]
+
+
+def elbo_loss(model, x, t, seed):
+    """The latent ODE's training loss: the negative mean ELBO of the batch ``(x, t)``,
+    its reparameterisation draw from the stateless ``seed``."""
+    import tensorflow as tf
+
+    return -tf.reduce_mean(model.elbo(x, t, seed=seed))
+
+
 def train_spiral_model(kind: str, data, idx, args, out: Path, seed: int = 0) -> dict:
     """Trains one Table 2 model on one (noise, n) setting from training seed ``seed``
     and evaluates it."""
@@ -193,8 +207,7 @@ def train_spiral_model(kind: str, data, idx, args, out: Path, seed: int = 0) -> 
 
     keras.utils.set_random_seed(seed)
     n_tr, n_obs = data.n_train, data.n_obs
-    x_all = np.take_along_axis(data.noisy[:, :n_obs], idx[..., None], 1)
-    t_all = data.t[idx]
+    x_all, t_all = observed(data, idx)
     batch = min(args.batch, n_tr)
     stem = _stem(kind, data.noise_std, idx.shape[1], seed, args)
 
@@ -211,7 +224,7 @@ def train_spiral_model(kind: str, data, idx, args, out: Path, seed: int = 0) -> 
         stats = model.stats
 
         def loss_fn(b):
-            return -tf.reduce_mean(model.elbo(b[0], b[1], seed=b[2]))
+            return elbo_loss(model, *b)
     else:
         model = build_rnn(time_input=kind == "rnn_dt", cell=args.rnn_cell)
 
@@ -349,8 +362,7 @@ def z0_split(model, data, idx, steps: int = 600, lr: float = 0.02) -> dict:
 
     n_tr, n_obs = data.n_train, data.n_obs
     test = slice(n_tr, None)
-    x = np.take_along_axis(data.noisy[:, :n_obs], idx[..., None], 1)[test]
-    t = data.t[idx][test]
+    x, t = (a[test] for a in observed(data, idx))
     clean = data.clean[test]
     times = tf.constant(data.t)
     mean, _ = model.encode(tf.constant(x), tf.constant(t))
@@ -442,8 +454,7 @@ def method_check_table(args, out: Path) -> list[dict]:
                                 strict=True):
             mine.assign(theirs)
         n_tr, n_obs, seed = data.n_train, data.n_obs, r.get("seed", 0)
-        x = tf.constant(np.take_along_axis(data.noisy[:, :n_obs], idx[..., None], 1))
-        t = tf.constant(data.t[idx])
+        x, t = (tf.constant(a) for a in observed(data, idx))
         truth = data.clean[n_tr:, n_obs:]
         row = {"noise": r["noise"], "n": r["n"], "seed": seed, "iterations": r["iterations"],
                "recorded_rmse": r["rmse"]}
@@ -453,8 +464,7 @@ def method_check_table(args, out: Path) -> list[dict]:
             path, _ = m.predict_path(x[n_tr:], t[n_tr:], tf.constant(data.t))
             row[f"{name}_rmse"] = rmse(path.numpy()[:, n_obs:], truth)
             with tf.GradientTape() as tape:  # the training loss at the next iteration
-                loss = -tf.reduce_mean(m.elbo(x[:n_tr], t[:n_tr],
-                                              seed=np.array([seed, r["iterations"]])))
+                loss = elbo_loss(m, x[:n_tr], t[:n_tr], np.array([seed, r["iterations"]]))
             grads[name] = np.concatenate([tf.reshape(g, [-1]).numpy() for g in
                                           tape.gradient(loss, m.trainable_variables)])
             row[f"{name}_loss"] = float(loss)
