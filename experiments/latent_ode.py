@@ -711,11 +711,20 @@ def calibrate_noise(rows: list[dict]) -> dict | None:
     nearer baseline's (the paper's table has one RNN row and does not say whether it
     is the one with time gaps; each cell is a baseline of its own). Returns the
     per-level distances and the chosen level, or None when fewer than two levels are
-    complete."""
+    complete.
+
+    The levels are compared on the same training seeds: those that every level's RNN
+    rows have (all seeds where they share none), so that one level's extra seeds do not
+    weigh against another's single one; ``seeds`` says which."""
     paper = PAPER_TABLE2["RNN"]
+    rnn_rows = [r for r in rows if r["key"] in ("rnn", "rnn_dt") and r["n"] in paper]
+    seeds_of: dict = {}
+    for r in rnn_rows:
+        seeds_of.setdefault(r["noise"], set()).add(r.get("seed", 0))
+    common = set.intersection(*seeds_of.values()) if seeds_of else set()
     by_level: dict = {}
-    for r in rows:
-        if r["key"] in ("rnn", "rnn_dt") and r["n"] in paper:
+    for r in rnn_rows:
+        if not common or r.get("seed", 0) in common:
             solver = r.get("solver", "-")
             baseline = r["key"] if solver == "-" else f"{r['key']} ({solver})"
             by_level.setdefault(r["noise"], {}).setdefault(baseline, {}).setdefault(
@@ -731,7 +740,8 @@ def calibrate_noise(rows: list[dict]) -> dict | None:
     if len(levels) < 2:
         return None
     chosen = min(levels, key=lambda e: e["distance"])
-    return {"levels": levels, "chosen_noise": chosen["noise"], "closest_model": chosen["closest"]}
+    return {"levels": levels, "chosen_noise": chosen["noise"], "closest_model": chosen["closest"],
+            "seeds": sorted(common or set.union(*seeds_of.values()))}
 
 
 def learning_curves(rows: list[dict], out: Path) -> Path | None:
@@ -1035,7 +1045,8 @@ def main(argv=None):
             write_table(out / "noise_calibration", calibration["levels"],
                         ["noise", "distance", "closest", "rnn_distance", "rnn_dt_distance"])
             print(f"noise level closest to the paper's RNN row: "
-                  f"{calibration['chosen_noise']:g} ({calibration['closest_model']})")
+                  f"{calibration['chosen_noise']:g} ({calibration['closest_model']}; seeds "
+                  f"{', '.join(map(str, calibration['seeds']))})")
             lines = headline(rows, calibration["chosen_noise"])
             if lines:
                 summary["headline"] = lines

@@ -459,6 +459,18 @@ def test_noise_calibration_picks_the_level_nearest_the_papers_rnn_row():
              for n in paper]
     got = latent_ode.calibrate_noise(rows)
     assert got["chosen_noise"] == 0.3 and got["closest_model"] == "rnn (GRU cell)"
+    # Levels are compared on the seeds they share: seeds 1 and 2, trained at one level
+    # only, would move its mean (here far from the paper), and are left out.
+    rows = rows[:18] + [{"key": key, "noise": 0.1, "n": n, "seed": seed, "rmse": paper[n] * 20}
+                        for seed in (1, 2) for key in ("rnn", "rnn_dt") for n in paper]
+    got = latent_ode.calibrate_noise(rows)
+    assert got["chosen_noise"] == 0.1 and got["seeds"] == [0]
+    assert got["levels"][1]["distance"] == pytest.approx(math.log(1.1))
+    # With no seed in common, every seed counts.
+    rows = [dict(r, seed=1) if r["noise"] == 0.05 else r for r in rows]
+    got = latent_ode.calibrate_noise(rows)
+    assert got["seeds"] == [0, 1, 2]
+    assert got["levels"][1]["distance"] == pytest.approx(math.log(np.mean([1.1, 20, 20])))
 
 
 def test_the_late_curve_is_the_mean_of_the_last_tenths_curve_points():

@@ -54,7 +54,7 @@ def test_smoke_run_writes_a_report_with_tables_paper_numbers_and_live_links(tmp_
     results = tmp_path / "latent_ode_paper" / "results.json"
     d = json.loads(results.read_text())
     d["noise_calibration"] = {"chosen_noise": 0.1, "closest_model": "rnn_dt", "levels": [
-        {"noise": 0.1, "distance": 0.5, "closest": "rnn_dt"}]}
+        {"noise": 0.1, "distance": 0.5, "closest": "rnn_dt"}], "seeds": [0]}
     # Table 2's columns go by n, whatever order the rows were written in.
     d["table2"].insert(0, {"model": "RNN", "noise": 0.1, "iterations": 2, "100/100": "0.2",
                            "50/100": "0.3"})
@@ -64,9 +64,10 @@ def test_smoke_run_writes_a_report_with_tables_paper_numbers_and_live_links(tmp_
     results.write_text(json.dumps(d))
     assert reproduce.main(["--report-only", "--out", str(tmp_path)]) == 0
     report = (tmp_path / "REPORT.md").read_text()
-    section = report.split("## Table 2 at paper scale (Section 5)")[1].split("\n## ")[0]
+    section = report.split("## Table 2 at paper scale, the first design")[1].split("\n## ")[0]
     assert "Reproduced: nothing yet." in section and "| Latent ODE (paper) |" in section
-    assert "nearest level is **0.1** (rnn_dt)" in section
+    assert "(training seeds 0, which every level has); the nearest level is **0.1** (rnn_dt)" \
+        in section
     assert "| iterations | 30/100 | 50/100 | 100/100 |" in section
     assert ("| 30 | 0.1 | 2 | 0.5 ± 0.1 (3) | 0.6 ± 0.2 (3) | 0.164 | odeint: seed 0; "
             "tf_dopri5: seed 1, 2 |") in section
