@@ -759,6 +759,30 @@ def test_memory_growth_benchmark_measures_each_method_in_its_own_process(tmp_pat
     assert saved["baseline"] == "tf_dopri5" and len(saved["rows"]) == 2
 
 
+def test_figure8_and_the_headline_are_at_the_calibrated_noise(tmp_path, monkeypatch):
+    """With RNN rows at two noise levels, the headline and Figure 8 take the level
+    whose RNN rows come nearest the paper's, not this run's noisiest."""
+    from experiments import latent_ode
+
+    paper = latent_ode.PAPER_TABLE2["RNN"]
+
+    def fake(kind, data, idx, args, out, seed=0):
+        n, noise = np.shape(idx)[-1], data.noise_std
+        return {"model": latent_ode.MODELS[kind], "key": kind, "noise": noise, "n": n,
+                "seed": seed, "solver": latent_ode.solver_label(kind, args),
+                "iterations": args.iters, "train_starts": "shared",
+                "rmse": paper[n] * (1.0 if noise == 0.1 else 3.0)}
+
+    shown = []
+    monkeypatch.setattr(latent_ode, "train_spiral_model", fake)
+    monkeypatch.setattr(latent_ode, "figure8",
+                        lambda args, out, noise=None: shown.append(noise) or out / "f.png")
+    summary = latent_ode.main(["--noise", "0.3,0.1", "--skip", "poisson", "--iters", "2",
+                               "--out", str(tmp_path)])
+    assert summary["noise_calibration"]["chosen_noise"] == 0.1
+    assert shown == [0.1] and {h["noise"] for h in summary["headline"]} == {0.1}
+
+
 def test_an_extension_stopped_midway_keeps_the_rows_it_has_not_replaced(tmp_path, monkeypatch):
     """Settings asked for more iterations than recorded are retrained one by one; a run
     stopped after the first keeps the others' shorter rows in rows.json (a later
@@ -784,7 +808,7 @@ def test_an_extension_stopped_midway_keeps_the_rows_it_has_not_replaced(tmp_path
                 "iterations": args.iters, "train_starts": "shared", "rmse": 0.5}
 
     monkeypatch.setattr(latent_ode, "train_spiral_model", fake)
-    monkeypatch.setattr(latent_ode, "figure8", lambda args, out: out / "none.png")
+    monkeypatch.setattr(latent_ode, "figure8", lambda args, out, noise=None: out / "none.png")
     latent_ode.main(argv + ["--iters", "2"])
     trained.clear()
     first = json.loads((tmp_path / "rows.json").read_text())
