@@ -721,10 +721,11 @@ def calibrate_noise(rows: list[dict]) -> dict | None:
     seeds_of: dict = {}
     for r in rnn_rows:
         seeds_of.setdefault(r["noise"], set()).add(r.get("seed", 0))
-    common = set.intersection(*seeds_of.values()) if seeds_of else set()
+    used = (set.intersection(*seeds_of.values()) or set.union(*seeds_of.values())
+            if seeds_of else set())
     by_level: dict = {}
     for r in rnn_rows:
-        if not common or r.get("seed", 0) in common:
+        if r.get("seed", 0) in used:
             solver = r.get("solver", "-")
             baseline = r["key"] if solver == "-" else f"{r['key']} ({solver})"
             by_level.setdefault(r["noise"], {}).setdefault(baseline, {}).setdefault(
@@ -741,7 +742,7 @@ def calibrate_noise(rows: list[dict]) -> dict | None:
         return None
     chosen = min(levels, key=lambda e: e["distance"])
     return {"levels": levels, "chosen_noise": chosen["noise"], "closest_model": chosen["closest"],
-            "seeds": sorted(common or set.union(*seeds_of.values()))}
+            "seeds": sorted(used)}
 
 
 def learning_curves(rows: list[dict], out: Path) -> Path | None:
