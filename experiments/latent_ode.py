@@ -661,32 +661,41 @@ def _spread(values: list[float]) -> str:
             f"{np.mean(values):.4f} ± {np.std(values):.4f} ({len(values)})")
 
 
-def headline(rows: list[dict], noise: float, iterations: int | None = None) -> list[dict]:
-    """The latent ODE's headline entries at one noise level and training length: per
-    n, over every seed trained there, the paper's method (SciPy ``odeint`` with the
-    adjoint, constant learning rate) where that seed has it, else the in-graph fast
-    path; each entry says which seeds each method trained. ``iterations=None`` takes
-    the longest training at that noise level with the paper's constant learning rate
-    (so a run of other settings leaves the headline where it was)."""
+def headline_records(rows: list[dict], noise: float,
+                     iterations: int | None = None) -> tuple[int | None, dict]:
+    """The latent ODE rows the headline takes at one noise level and training length:
+    ``(iterations, {n: {seed: row}})``, where each seed's row is the paper's method
+    (SciPy ``odeint`` with the adjoint, constant learning rate) where that seed has it,
+    else the in-graph fast path. ``iterations=None`` takes the longest training at
+    that noise level with the paper's constant learning rate (so a run of other
+    settings leaves the headline where it was); ``(None, {})`` without such rows."""
     if iterations is None:
         lengths = [r["iterations"] for r in rows if r["key"] == "latent_ode"
                    and r["noise"] == noise and not is_variant(r.get("solver", "-"))]
         if not lengths:
-            return []
+            return None, {}
         iterations = max(lengths)
-    out = []
-    for n in sorted({r["n"] for r in rows}):
-        by_seed: dict = {}
-        for r in rows:
-            solver = r.get("solver", "-")
-            if (r["key"] != "latent_ode" or r["noise"] != noise or r["n"] != n
-                    or r["iterations"] != iterations or is_variant(solver)):
-                continue
-            paper_way = solver.startswith("odeint ") and solver.endswith("(adjoint)")
-            if paper_way or r.get("seed", 0) not in by_seed:
-                by_seed[r.get("seed", 0)] = r
-        if not by_seed:
+    records: dict = {}
+    for r in rows:
+        solver = r.get("solver", "-")
+        if (r["key"] != "latent_ode" or r["noise"] != noise
+                or r["iterations"] != iterations or is_variant(solver)):
             continue
+        by_seed = records.setdefault(r["n"], {})
+        paper_way = solver.startswith("odeint ") and solver.endswith("(adjoint)")
+        if paper_way or r.get("seed", 0) not in by_seed:
+            by_seed[r.get("seed", 0)] = r
+    return iterations, {n: records[n] for n in sorted(records)}
+
+
+def headline(rows: list[dict], noise: float, iterations: int | None = None) -> list[dict]:
+    """The latent ODE's headline entries at one noise level and training length: per
+    n, the mean and spread over the seeds of :func:`headline_records` (the paper's
+    method where a seed has it, else the in-graph fast path); each entry says which
+    seeds each method trained."""
+    iterations, records = headline_records(rows, noise, iterations)
+    out = []
+    for n, by_seed in records.items():
         seeds = sorted(by_seed)
         methods: dict = {}
         for seed in seeds:
@@ -793,20 +802,35 @@ def learning_curves(rows: list[dict], out: Path) -> Path | None:
     return save_figure(fig, out / "learning_curves.png")
 
 
-def figure8(args, out: Path, noise: float | None = None) -> Path | None:
+def figure8(args, out: Path, rows: list[dict], noise: float | None = None) -> Path | None:
     """Figure 8: reconstruction and extrapolation of test spirals by the RNN (with
     time gaps) and the latent ODE, at noise ``noise`` (the headline's; None: the
-    noisiest of this run's) and the fewest points; and the latent ODE's latent
-    trajectories. None, leaving any earlier figure, when those runs have no predictions
-    in ``out``."""
-    plt = pyplot()
+    noisiest of this run's) and the latent ODE's latent trajectories.
 
-    noise, n = max(args.noise) if noise is None else noise, min(args.n_obs)
-    data = spirals(noise_std=noise, seed=args.data_seed, train_starts=args.train_starts)
-    files = {k: out / f"pred_{_stem(k, noise, n, args.seeds[0], args)}.npz"
-             for k in ("rnn_dt", "latent_ode")}
+    The figure is drawn from the recorded ``rows``, not from this run's settings: the
+    latent ODE the headline takes (:func:`headline_records`) at the fewest observations
+    and the first seed, and the RNN with time gaps at the same setting, so that
+    whichever run of a folder finishes last draws the same figure. None, leaving any
+    earlier figure, when those rows or their predictions are missing.
+    """
+    noise = max(args.noise) if noise is None else noise
+    iterations, records = headline_records(rows, noise)
+    if not records:
+        return None
+    n = min(records)
+    seed = min(records[n])
+    chosen = {"latent_ode": records[n][seed]}
+    chosen.update((r["key"], r) for r in rows
+                  if r["key"] == "rnn_dt" and r["noise"] == noise and r["n"] == n
+                  and r.get("seed", 0) == seed and r.get("solver", "-") == "-")
+    if "rnn_dt" not in chosen:
+        return None
+    files = {k: out / f"pred_{r['history'].removeprefix('history_').removesuffix('.csv')}.npz"
+             for k, r in chosen.items()}
     if not all(f.exists() for f in files.values()):
         return None
+    plt = pyplot()
+    data = spirals(noise_std=noise, seed=args.data_seed, train_starts=args.train_starts)
     pred = {k: np.load(f) for k, f in files.items()}
     test = slice(data.n_train, None)
     clean, noisy, cw = data.clean[test], data.noisy[test], data.clockwise[test]
@@ -840,7 +864,9 @@ def figure8(args, out: Path, noise: float | None = None) -> Path | None:
             ax.plot(z[n_obs:, j, d1], z[n_obs:, j, d2], color=color, lw=0.8, alpha=0.7, ls=":")
         ax.set_title(f"latent z{d1 + 1}, z{d2 + 1} (red: clockwise; dotted: future)",
                      fontsize=10)
-    fig.suptitle(f"Figure 8: noise {noise:g}, n = {n} irregular observations per spiral")
+    fig.suptitle(f"Figure 8: noise {noise:g}, n = {n} irregular observations per spiral; "
+                 f"seed {seed}, latent ODE {chosen['latent_ode']['solver']}, "
+                 f"{iterations} iterations")
     return save_figure(fig, out / "figure8_spirals.png")
 
 
@@ -1058,8 +1084,7 @@ def main(argv=None):
                 write_table(out / "headline", lines,
                             ["n", "noise", "iterations", "rmse", "late_curve", "paper",
                              "methods"])
-        if not is_variant(solver_label("latent_ode", args)):  # Figure 8 is the paper's model
-            summary["figure8"] = str(figure8(args, out, shown))
+        summary["figure8"] = str(figure8(args, out, rows, shown))
     if "poisson" not in args.skip:
         summary["poisson"] = poisson(args, out)
         print(json.dumps(summary["poisson"]["test_loglik_per_event"], indent=1))

@@ -776,11 +776,68 @@ def test_figure8_and_the_headline_are_at_the_calibrated_noise(tmp_path, monkeypa
     shown = []
     monkeypatch.setattr(latent_ode, "train_spiral_model", fake)
     monkeypatch.setattr(latent_ode, "figure8",
-                        lambda args, out, noise=None: shown.append(noise) or out / "f.png")
+                        lambda args, out, rows, noise=None: shown.append(noise) or out / "f.png")
     summary = latent_ode.main(["--noise", "0.3,0.1", "--skip", "poisson", "--iters", "2",
                                "--out", str(tmp_path)])
     assert summary["noise_calibration"]["chosen_noise"] == 0.1
     assert shown == [0.1] and {h["noise"] for h in summary["headline"]} == {0.1}
+
+
+def test_figure8_draws_the_headlines_records_whatever_the_run(tmp_path, monkeypatch):
+    """Figure 8 is drawn from the recorded rows: the latent ODE the headline takes (the
+    paper's method where the seed has it at the headline's iterations, else the fast
+    path) at the fewest observations and the first seed, beside the RNN with time gaps
+    there; a later run of other settings (another method, n or seed) draws the same."""
+    import types
+    from pathlib import Path
+
+    from experiments import latent_ode
+    from experiments.latent_data import spirals
+
+    data = spirals(noise_std=0.1, seed=0)
+    n_test, kept = data.clean.shape[0] - data.n_train, 3
+    adjoint, fast = "odeint 1.49e-08 (adjoint)", "tf_dopri5 1.49e-08 (backpropagated)"
+
+    def record(key, n, seed, solver, iterations, stem):
+        idx = np.sort(np.random.default_rng(n).choice(data.n_obs, n, replace=False))
+        np.savez(tmp_path / f"pred_{stem}.npz", recon=np.zeros((n_test, data.n_obs, 2)),
+                 extrap=np.zeros((n_test, 100, 2)), obs_index=np.tile(idx, (n_test, 1)),
+                 z=np.zeros((200, kept, 4)))
+        return {"key": key, "noise": 0.1, "n": n, "seed": seed, "solver": solver,
+                "iterations": iterations, "rmse": 0.1, "history": f"history_{stem}.csv"}
+
+    rows = [record("latent_ode", 30, 0, fast, 300, "lo_fast_30_0"),
+            record("latent_ode", 30, 0, adjoint, 300, "lo_adjoint_30_0"),
+            record("latent_ode", 30, 0, adjoint + ", cosine lr", 300, "lo_variant"),
+            record("latent_ode", 30, 1, fast, 300, "lo_fast_30_1"),
+            record("latent_ode", 50, 0, adjoint, 300, "lo_adjoint_50_0"),
+            record("rnn_dt", 30, 0, "-", 100, "dt_30_0"),
+            record("rnn_dt", 30, 0, "GRU cell", 100, "dt_gru"),
+            record("rnn_dt", 30, 1, "-", 100, "dt_30_1")]
+    loaded, titles = [], []
+    real_load = np.load
+    monkeypatch.setattr(latent_ode.np, "load",
+                        lambda f, *a, **k: loaded.append(Path(f).name) or real_load(f, *a, **k))
+    monkeypatch.setattr(latent_ode, "save_figure",
+                        lambda fig, path: titles.append(fig._suptitle.get_text()) or path)
+    # This run trained seed 1 at n = 50 on the fast path; the figure stays the headline's.
+    args = types.SimpleNamespace(noise=[0.1], n_obs=[50], seeds=[1], method="tf_dopri5",
+                                 data_seed=0, train_starts="shared")
+    assert latent_ode.figure8(args, tmp_path, rows, 0.1) == tmp_path / "figure8_spirals.png"
+    assert sorted(loaded) == ["pred_dt_30_0.npz", "pred_lo_adjoint_30_0.npz"]
+    assert titles == [f"Figure 8: noise 0.1, n = 30 irregular observations per spiral; "
+                      f"seed 0, latent ODE {adjoint}, 300 iterations"]
+    # A longer fast-path run becomes the headline's, and with it the figure's.
+    rows.append(record("latent_ode", 30, 0, fast, 600, "lo_fast_30_0_long"))
+    loaded.clear()
+    latent_ode.figure8(args, tmp_path, rows, 0.1)
+    assert sorted(loaded) == ["pred_dt_30_0.npz", "pred_lo_fast_30_0_long.npz"]
+    # Missing predictions or a missing RNN row leave any earlier figure.
+    (tmp_path / "pred_dt_30_0.npz").unlink()
+    assert latent_ode.figure8(args, tmp_path, rows, 0.1) is None
+    assert latent_ode.figure8(args, tmp_path, [r for r in rows if r["key"] != "rnn_dt"],
+                              0.1) is None
+    assert latent_ode.figure8(args, tmp_path, rows, 0.3) is None
 
 
 def test_an_extension_stopped_midway_keeps_the_rows_it_has_not_replaced(tmp_path, monkeypatch):
@@ -808,7 +865,7 @@ def test_an_extension_stopped_midway_keeps_the_rows_it_has_not_replaced(tmp_path
                 "iterations": args.iters, "train_starts": "shared", "rmse": 0.5}
 
     monkeypatch.setattr(latent_ode, "train_spiral_model", fake)
-    monkeypatch.setattr(latent_ode, "figure8", lambda args, out, noise=None: out / "none.png")
+    monkeypatch.setattr(latent_ode, "figure8", lambda args, out, rows, noise=None: out / "none.png")
     latent_ode.main(argv + ["--iters", "2"])
     trained.clear()
     first = json.loads((tmp_path / "rows.json").read_text())
