@@ -819,12 +819,13 @@ def figure8(args, out: Path, rows: list[dict], noise: float | None = None) -> Pa
         return None
     n = min(records)
     seed = min(records[n])
-    chosen = {"latent_ode": records[n][seed]}
-    chosen.update((r["key"], r) for r in rows
-                  if r["key"] == "rnn_dt" and r["noise"] == noise and r["n"] == n
-                  and r.get("seed", 0) == seed and r.get("solver", "-") == "-")
-    if "rnn_dt" not in chosen:
+    rnn_dt = next((r for r in rows if r["key"] == "rnn_dt" and r["noise"] == noise
+                   and r["n"] == n and r.get("seed", 0) == seed
+                   and r.get("solver", "-") == "-"), None)
+    if rnn_dt is None:
         return None
+    chosen = {"latent_ode": records[n][seed], "rnn_dt": rnn_dt}
+    # A run's files share its history file's stem.
     files = {k: out / f"pred_{r['history'].removeprefix('history_').removesuffix('.csv')}.npz"
              for k, r in chosen.items()}
     if not all(f.exists() for f in files.values()):
