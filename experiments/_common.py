@@ -124,6 +124,23 @@ def write_json(path: str | Path, payload: dict) -> Path:
     return replace_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def merge_records(path: str | Path, new: list[dict], key: tuple[str, ...]) -> list[dict]:
+    """The records of the JSON list at ``path`` (none if it does not exist) with ``new``
+    merged in: a new record replaces the old one that has the same values of the
+    ``key`` fields, in its place; the others are appended. So an evaluation of some of
+    a folder's rows adds to that folder's table instead of erasing the rest of it."""
+    path = Path(path)
+    merged = json.loads(path.read_text()) if path.exists() else []
+    where = {tuple(r.get(k) for k in key): i for i, r in enumerate(merged)}
+    for r in new:
+        i = where.get(tuple(r.get(k) for k in key))
+        if i is None:
+            merged.append(r)
+        else:
+            merged[i] = r
+    return merged
+
+
 def replace_atomically(path: str | Path, write) -> Path:
     """Calls ``write(tmp)`` on a temporary path beside ``path``, then renames it to
     ``path`` (an atomic replacement on one file system)."""

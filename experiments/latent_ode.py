@@ -41,6 +41,7 @@ from experiments._common import (  # noqa: E402
     finish,
     fit,
     machine,
+    merge_records,
     pyplot,
     read_csv,
     restore_variables,
@@ -416,8 +417,9 @@ def _recorded_models(args, out: Path, flag: str):
 
 def z0_split_table(args, out: Path) -> list[dict]:
     """:func:`z0_split` of every recorded latent ODE row of the asked settings (noise
-    levels, n, seeds, solver, ``--iters``), from its final checkpoint; written as
-    ``z0_split.json`` / ``.md`` / ``.csv``."""
+    levels, n, seeds, solver, ``--iters``), from its final checkpoint; merged into
+    ``z0_split.json`` / ``.md`` / ``.csv`` (a row of the same setting is replaced, the
+    others kept). Returns this call's rows."""
     table = []
     for r, model, data, idx in _recorded_models(args, out, "--z0-split"):
         seed = r.get("seed", 0)
@@ -429,9 +431,11 @@ def z0_split_table(args, out: Path) -> list[dict]:
               f"{row['encoder_rmse']:.4f}, fitted z0 {row['fitted_rmse']:.4f}, oracle z0 "
               f"{row['oracle_rmse']:.4f}", flush=True)
         table.append(row)
-    write_json(out / "z0_split.json", table)
-    write_table(out / "z0_split", table,
-                ["noise", "n", "seed", "iterations", "recorded_rmse", "encoder_rmse",
+    merged = merge_records(out / "z0_split.json", table,
+                           ("noise", "n", "seed", "iterations", "solver"))
+    write_json(out / "z0_split.json", merged)
+    write_table(out / "z0_split", merged,
+                ["noise", "n", "seed", "solver", "iterations", "recorded_rmse", "encoder_rmse",
                  "fitted_rmse", "oracle_rmse", "encoder_share", "fitted_window",
                  "oracle_window"])
     return table
@@ -443,7 +447,9 @@ def method_check_table(args, out: Path) -> list[dict]:
     RMSE through each, and the full-batch training loss and its gradient through each
     at the same reparameterisation draw. Shows whether rows trained on one path (the
     in-graph fast path) stand for the other (the paper's SciPy adjoint) at the weights
-    they reached. Written as ``method_check.json`` / ``.md`` / ``.csv``."""
+    they reached. Merged into ``method_check.json`` / ``.md`` / ``.csv`` (a row of the
+    same setting and the same two solvers is replaced, the others kept). Returns this
+    call's rows."""
     import tensorflow as tf
 
     other_args = argparse.Namespace(**{**vars(args), "method": args.method_check})
@@ -457,6 +463,7 @@ def method_check_table(args, out: Path) -> list[dict]:
         x, t = (tf.constant(a) for a in observed(data, idx))
         truth = data.clean[n_tr:, n_obs:]
         row = {"noise": r["noise"], "n": r["n"], "seed": seed, "iterations": r["iterations"],
+               "trained": r["solver"], "other": solver_label("latent_ode", other_args),
                "recorded_rmse": r["rmse"]}
         grads = {}
         for name, m in (("trained", model), ("other", other)):
@@ -477,11 +484,13 @@ def method_check_table(args, out: Path) -> list[dict]:
               f"({args.method_check}), gradients {row['grad_rel_diff']:.2e} apart",
               flush=True)
         table.append(row)
-    write_json(out / "method_check.json", table)
-    write_table(out / "method_check", table,
-                ["noise", "n", "seed", "iterations", "recorded_rmse", "trained_rmse",
-                 "other_rmse", "trained_loss", "other_loss", "grad_rel_diff", "grad_cosine",
-                 "trained_s", "other_s"])
+    merged = merge_records(out / "method_check.json", table,
+                           ("noise", "n", "seed", "iterations", "trained", "other"))
+    write_json(out / "method_check.json", merged)
+    write_table(out / "method_check", merged,
+                ["noise", "n", "seed", "iterations", "trained", "other", "recorded_rmse",
+                 "trained_rmse", "other_rmse", "trained_loss", "other_loss", "grad_rel_diff",
+                 "grad_cosine", "trained_s", "other_s"])
     return table
 
 
@@ -993,7 +1002,7 @@ def main(argv=None):
     parser.add_argument("--z0-split", action="store_true",
                         help="train nothing: split each recorded latent ODE row's error "
                              "between encoder and dynamics by fitting z0 to its test "
-                             "spirals from its checkpoint (z0_split.json/.md/.csv)")
+                             "spirals from its checkpoint (merged into z0_split.json/.md/.csv)")
     parser.add_argument("--z0-steps", type=int, default=600,
                         help="Adam steps of each z0 fit of --z0-split")
     parser.add_argument("--method-check", default=None, metavar="METHOD",
@@ -1001,7 +1010,7 @@ def main(argv=None):
                              "weights (of --method) through METHOD at the same tolerance, "
                              "e.g. odeint for the paper's SciPy adjoint, and compare the "
                              "test RMSE, the training loss and its gradient "
-                             "(method_check.json/.md/.csv)")
+                             "(merged into method_check.json/.md/.csv)")
     parser.add_argument("--dynamics-layers", type=int, default=1,
                         help="hidden layers of the latent dynamics (20 units each): 1, as "
                              "the paper describes it, or 2, as in the authors' example code "

@@ -571,6 +571,8 @@ def test_experiment_tiny_run_writes_table_figures_and_resumes(tmp_path, capsys):
     for name in ("fitted", "oracle"):
         assert np.isfinite(split[f"{name}_rmse"]) and len(split[f"{name}_by_quarter"]) == 4
     assert "encoder_rmse" in (tmp_path / "z0_split.md").read_text()
+    latent_ode.main(argv + ["--z0-split", "--z0-steps", "3"])  # the same row, replaced
+    assert len(json.loads((tmp_path / "z0_split.json").read_text())) == 1
     with pytest.raises(ValueError, match="no recorded latent ODE row"):
         latent_ode.main(argv + ["--z0-split", "--seeds", "7"])
     # --method-check runs the recorded weights (trained through SciPy's odeint with the
@@ -582,6 +584,14 @@ def test_experiment_tiny_run_writes_table_figures_and_resumes(tmp_path, capsys):
     assert check["other_loss"] == pytest.approx(check["trained_loss"], rel=1e-3)
     assert 0 < check["grad_rel_diff"] < 1e-2 and check["grad_cosine"] > 0.9999
     assert "grad_rel_diff" in (tmp_path / "method_check.md").read_text()
+    # A check against another solver joins the table; one repeated replaces its row.
+    latent_ode.main(argv + ["--method-check", "dopri5"])
+    latent_ode.main(argv + ["--method-check", "tf_dopri5"])
+    table = json.loads((tmp_path / "method_check.json").read_text())
+    assert [(r["trained"], r["other"]) for r in table] == [
+        (lo["solver"], "tf_dopri5 0.0001 (backpropagated)"),
+        (lo["solver"], "dopri5 0.0001 (adjoint)")]
+    assert table[0]["other_rmse"] == pytest.approx(check["other_rmse"], rel=1e-12)
     with pytest.raises(SystemExit):
         latent_ode.main(argv + ["--method-check", "rk99"])
     # Rows of other training data do not join this folder's table; in a folder of their
