@@ -126,8 +126,8 @@ def write_json(path: str | Path, payload: dict) -> Path:
 
 def merge_records(path: str | Path, new: list[dict], key: tuple[str, ...]) -> list[dict]:
     """The records of the JSON list at ``path`` (none if it does not exist) with ``new``
-    merged in: a new record replaces the old one that has the same values of the
-    ``key`` fields, in its place; the others are appended. So an evaluation of some of
+    merged in: a new record replaces, in its place, the old one with the same values of
+    the ``key`` fields, and is appended where there is none. So an evaluation of some of
     a folder's rows adds to that folder's table instead of erasing the rest of it."""
     path = Path(path)
     merged = json.loads(path.read_text()) if path.exists() else []
