@@ -124,20 +124,25 @@ def write_json(path: str | Path, payload: dict) -> Path:
     return replace_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def merge_records(path: str | Path, new: list[dict], key: tuple[str, ...]) -> list[dict]:
-    """The records of the JSON list at ``path`` (none if it does not exist) with ``new``
-    merged in: a new record replaces, in its place, the old one with the same values of
-    the ``key`` fields, and is appended where there is none. So an evaluation of some of
-    a folder's rows adds to that folder's table instead of erasing the rest of it."""
-    path = Path(path)
+def merge_table(stem: str | Path, new: list[dict], key: tuple[str, ...],
+                columns: list[str]) -> list[dict]:
+    """Merges ``new`` into the table ``stem.json`` (none if it does not exist) and writes
+    it again as ``stem.json``, ``stem.md`` and ``stem.csv``: a new record replaces, in
+    its place, the old one with the same values of the ``key`` fields, and is appended
+    where there is none. So an evaluation of some of a folder's rows adds to that
+    folder's table instead of erasing the rest of it. Returns the merged records."""
+    path = Path(stem).with_suffix(".json")
     merged = json.loads(path.read_text()) if path.exists() else []
     where = {tuple(r.get(k) for k in key): i for i, r in enumerate(merged)}
     for r in new:
-        i = where.get(tuple(r.get(k) for k in key))
-        if i is None:
-            merged.append(r)
+        k = tuple(r.get(f) for f in key)
+        if k in where:
+            merged[where[k]] = r
         else:
-            merged[i] = r
+            where[k] = len(merged)
+            merged.append(r)
+    write_json(path, merged)
+    write_table(stem, merged, columns)
     return merged
 
 

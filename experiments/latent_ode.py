@@ -41,7 +41,7 @@ from experiments._common import (  # noqa: E402
     finish,
     fit,
     machine,
-    merge_records,
+    merge_table,
     pyplot,
     read_csv,
     restore_variables,
@@ -431,10 +431,7 @@ def z0_split_table(args, out: Path) -> list[dict]:
               f"{row['encoder_rmse']:.4f}, fitted z0 {row['fitted_rmse']:.4f}, oracle z0 "
               f"{row['oracle_rmse']:.4f}", flush=True)
         table.append(row)
-    merged = merge_records(out / "z0_split.json", table,
-                           ("noise", "n", "seed", "iterations", "solver"))
-    write_json(out / "z0_split.json", merged)
-    write_table(out / "z0_split", merged,
+    merge_table(out / "z0_split", table, ("noise", "n", "seed", "iterations", "solver"),
                 ["noise", "n", "seed", "solver", "iterations", "recorded_rmse", "encoder_rmse",
                  "fitted_rmse", "oracle_rmse", "encoder_share", "fitted_window",
                  "oracle_window"])
@@ -484,10 +481,8 @@ def method_check_table(args, out: Path) -> list[dict]:
               f"({args.method_check}), gradients {row['grad_rel_diff']:.2e} apart",
               flush=True)
         table.append(row)
-    merged = merge_records(out / "method_check.json", table,
-                           ("noise", "n", "seed", "iterations", "trained", "other"))
-    write_json(out / "method_check.json", merged)
-    write_table(out / "method_check", merged,
+    merge_table(out / "method_check", table,
+                ("noise", "n", "seed", "iterations", "trained", "other"),
                 ["noise", "n", "seed", "iterations", "trained", "other", "recorded_rmse",
                  "trained_rmse", "other_rmse", "trained_loss", "other_loss", "grad_rel_diff",
                  "grad_cosine", "trained_s", "other_s"])
